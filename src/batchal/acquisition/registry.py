@@ -1,0 +1,322 @@
+"""One contract for every acquisition strategy: ``select(strategy, batch_size, ...) -> Selection``.
+
+Every strategy is registered here with the inputs it needs and the options it takes; ``select``
+validates inputs and options once, in the same way for all of them, then calls the strategy.
+``Selection.indices`` are positions into the given pool (0..N-1), unique, in pick order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from batchal.acquisition import badge as _badge
+from batchal.acquisition import batchbald as _bb
+from batchal.acquisition import coreset as _coreset
+from batchal.acquisition import kdpp as _kdpp
+from batchal.acquisition import scores as _scores
+from batchal.acquisition.validation import (
+    check_batch_size,
+    check_embeddings,
+    check_log_probs,
+    check_positive_float,
+    check_positive_int,
+    check_random_state,
+)
+
+
+@dataclass
+class Selection:
+    """The result of a selection.
+
+    indices: LongTensor of positions into the given pool, in pick order, unique.
+    scores: float64 tensor, one score per pick (its meaning is documented per strategy).
+    strategy: the strategy's name.
+    info: strategy-specific figures (e.g. how many candidate gains BatchBALD evaluated).
+    """
+
+    indices: torch.Tensor
+    scores: torch.Tensor
+    strategy: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Validated inputs handed to a strategy."""
+
+    batch_size: int
+    generator: torch.Generator
+    log_probs_N_K_C: Optional[torch.Tensor]
+    embeddings_N_D: Optional[torch.Tensor]
+    progress: Optional[Callable[[int, int], None]]
+
+    @property
+    def pool_size(self) -> int:
+        tensor = self.log_probs_N_K_C if self.log_probs_N_K_C is not None else self.embeddings_N_D
+        return tensor.shape[0]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    run: Callable[..., tuple[list[int] | torch.Tensor, list[float] | torch.Tensor, dict]]
+    needs_log_probs: bool
+    needs_embeddings: bool
+    summary: str
+    options: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # name -> checker
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        params = inspect.signature(self.run).parameters
+        return {name: params[name].default for name in self.options}
+
+
+_REGISTRY: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add a strategy to the registry (a user's own strategy too). Names are unique."""
+    if strategy.name in _REGISTRY:
+        raise ValueError(f"a strategy named {strategy.name!r} is already registered")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def strategies() -> list[str]:
+    """Names of the registered strategies, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_strategy(name: str) -> Strategy:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"strategy must be one of {', '.join(_REGISTRY)}; got {name!r}")
+    return _REGISTRY[name]
+
+
+def select(
+    strategy: str,
+    batch_size: int,
+    *,
+    log_probs_N_K_C=None,
+    embeddings_N_D=None,
+    seed=None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    **options,
+) -> Selection:
+    """Select ``batch_size`` points of the pool with a registered strategy.
+
+    log_probs_N_K_C: log p(y | x_n, w_k) for N pool points, K MC samples, C classes.
+    embeddings_N_D: penultimate-layer features (``badge``, ``coreset``, ``kdpp``).
+    seed: None, an int or a ``torch.Generator``; the same seed gives the same picks.
+    progress: optional ``progress(done, total)`` callback (the library never prints).
+    options: strategy-specific options; see ``describe(strategy)``.
+    """
+    spec = get_strategy(strategy)
+    unknown = set(options) - set(spec.options)
+    if unknown:
+        accepted = ", ".join(sorted(spec.options)) or "none"
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} for strategy {strategy!r}; accepted: {accepted}")
+    checked = {name: spec.options[name](value) for name, value in options.items()}
+    if spec.needs_log_probs and log_probs_N_K_C is None:
+        raise ValueError(f"strategy {strategy!r} needs log_probs_N_K_C (N x K x C log-probabilities)")
+    if spec.needs_embeddings and embeddings_N_D is None:
+        raise ValueError(f"strategy {strategy!r} needs embeddings_N_D (N x D penultimate features)")
+    if log_probs_N_K_C is None and embeddings_N_D is None:
+        raise ValueError(f"strategy {strategy!r} needs log_probs_N_K_C or embeddings_N_D to know the pool")
+    if log_probs_N_K_C is not None:
+        log_probs_N_K_C = check_log_probs(log_probs_N_K_C)
+    if embeddings_N_D is not None:
+        embeddings_N_D = check_embeddings(embeddings_N_D)
+    if log_probs_N_K_C is not None and embeddings_N_D is not None and log_probs_N_K_C.shape[0] != embeddings_N_D.shape[0]:
+        raise ValueError(
+            f"log_probs_N_K_C has N = {log_probs_N_K_C.shape[0]} points but embeddings_N_D has "
+            f"N = {embeddings_N_D.shape[0]}; both must describe the same pool"
+        )
+    inputs = Inputs(
+        batch_size=0,
+        generator=check_random_state(seed),
+        log_probs_N_K_C=log_probs_N_K_C,
+        embeddings_N_D=embeddings_N_D,
+        progress=progress,
+    )
+    inputs = Inputs(**{**inputs.__dict__, "batch_size": check_batch_size(batch_size, inputs.pool_size)})
+    indices, picked_scores, info = spec.run(inputs, **checked)
+    return Selection(
+        indices=torch.as_tensor(indices, dtype=torch.long).cpu(),
+        scores=torch.as_tensor(picked_scores, dtype=torch.float64).cpu(),
+        strategy=strategy,
+        info=info,
+    )
+
+
+def describe(strategy: str) -> str:
+    """The strategy's documentation: formula, source, score meaning and options with defaults."""
+    spec = get_strategy(strategy)
+    return f"{spec.name}: {spec.summary}\noptions: {spec.defaults or 'none'}"
+
+
+# --- the strategies ----------------------------------------------------------------------
+
+
+def _top_b(score_fn):
+    def run(inputs: Inputs):
+        scores_N = score_fn(inputs.log_probs_N_K_C)
+        # Stable descending sort: ties go to the lowest pool position, whatever the platform.
+        order = torch.sort(-scores_N, stable=True).indices[: inputs.batch_size]
+        if inputs.progress:
+            inputs.progress(inputs.batch_size, inputs.batch_size)
+        return order, scores_N[order], {}
+
+    return run
+
+
+def _random(inputs: Inputs):
+    order = torch.randperm(inputs.pool_size, generator=inputs.generator)[: inputs.batch_size]
+    return order, torch.zeros(inputs.batch_size, dtype=torch.float64), {}
+
+
+def _check_num_samples(inputs: Inputs, num_samples: int) -> None:
+    K = inputs.log_probs_N_K_C.shape[1]
+    if num_samples < K:
+        raise ValueError(f"num_samples={num_samples} is smaller than K={K}; expected num_samples >= K (at least one sampled configuration per MC sample)")
+
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32}
+
+
+def _check_dtype(value):
+    if value not in _DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {value!r}")
+    return _DTYPES[value]
+
+
+def _check_bool(name):
+    def check(value):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+        return value
+
+    return check
+
+
+def _batchbald(
+    inputs: Inputs,
+    num_samples: int = 40_000,
+    lazy: bool = True,
+    dtype=torch.float64,
+    memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES,
+):
+    _check_num_samples(inputs, num_samples)
+    result = _bb.batchbald(
+        inputs.log_probs_N_K_C,
+        inputs.batch_size,
+        num_samples=num_samples,
+        generator=inputs.generator,
+        dtype=dtype,
+        lazy=lazy,
+        memory_bytes=memory_bytes,
+        progress=inputs.progress,
+    )
+    return result.indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations}
+
+
+def _power_bald(inputs: Inputs, beta: float = 1.0):
+    bald_N = _scores.bald(inputs.log_probs_N_K_C).cpu().clamp(min=0)
+    u = torch.rand(bald_N.shape, generator=inputs.generator, dtype=torch.float64).clamp_(min=1e-300)
+    gumbel_N = -torch.log(-torch.log(u))
+    # Gumbel-top-b = drawing without replacement with probability proportional to BALD^beta;
+    # points with BALD = 0 come last, in random order.
+    keys_N = torch.where(bald_N > 0, beta * bald_N.clamp(min=1e-300).log() + gumbel_N, gumbel_N - 1e10)
+    order = keys_N.topk(inputs.batch_size).indices
+    return order, bald_N[order], {}
+
+
+def _badge_run(inputs: Inputs):
+    embeddings = _badge.gradient_embeddings(inputs.log_probs_N_K_C, inputs.embeddings_N_D)
+    indices, picked = _badge.kmeans_plus_plus(embeddings, inputs.batch_size, inputs.generator)
+    return indices, picked, {}
+
+
+def _coreset_run(inputs: Inputs, labelled_embeddings=None):
+    if labelled_embeddings is not None and labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
+        raise ValueError(
+            f"labelled_embeddings has D = {labelled_embeddings.shape[1]} features but embeddings_N_D has "
+            f"D = {inputs.embeddings_N_D.shape[1]}; both must come from the same layer"
+        )
+    indices, picked = _coreset.k_center_greedy(inputs.embeddings_N_D, inputs.batch_size, labelled_embeddings)
+    return indices, picked, {}
+
+
+def _check_labelled_embeddings(value):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[0] == 0:
+        return value
+    return check_embeddings(value, name="labelled_embeddings")
+
+
+def _kdpp_run(inputs: Inputs, steps=None):
+    embeddings = _badge.gradient_embeddings(inputs.log_probs_N_K_C, inputs.embeddings_N_D)
+    indices, picked = _kdpp.sample_kdpp(embeddings, inputs.batch_size, inputs.generator, steps=steps)
+    return indices, picked, {}
+
+
+def _check_optional_steps(value):
+    return None if value is None else check_positive_int(value, "steps", minimum=0)
+
+
+_SOURCES = {
+    "entropy": "Predictive entropy H[mean_k p_k] (Shannon 1948; Settles 2009). Score: entropy in nats.",
+    "bald": "BALD, top-b of I[y; w] = H[mean_k p_k] - mean_k H[p_k] (Houlsby et al. 2011; Gal et al. 2017). Score: BALD in nats.",
+    "variation_ratios": "Variation ratios 1 - max_c mean_k p_kc (Freeman 1965; Gal et al. 2017). Score: that value.",
+    "mean_std": "Mean STD: mean_c std_k p_kc (Kampffmeyer et al. 2016). Score: that value.",
+    "least_confidence": "Least confidence 1 - max_c p_c of the mean prediction (BADGE's 'Conf'). Score: that value.",
+    "margin": "Margin -(p_(1) - p_(2)) of the mean prediction (BADGE's 'Marg'). Score: the negated margin.",
+}
+
+register(Strategy("random", _random, needs_log_probs=False, needs_embeddings=False,
+                  summary="Uniformly random points without replacement. Score: 0."))
+for _name, _fn in _scores.SCORE_FUNCTIONS.items():
+    register(Strategy(_name, _top_b(_fn), needs_log_probs=True, needs_embeddings=False, summary=_SOURCES[_name]))
+register(Strategy(
+    "batchbald", _batchbald, needs_log_probs=True, needs_embeddings=False,
+    summary=(_bb.__doc__ or "").strip().splitlines()[0]
+    + " Exact joint entropies while C^n <= num_samples, importance-sampled after; lazy greedy by default. "
+    "Score: the batch's mutual information I(y_1..y_n; w) after pick n (nats).",
+    options={
+        "num_samples": lambda v: check_positive_int(v, "num_samples"),
+        "lazy": _check_bool("lazy"),
+        "dtype": _check_dtype,
+        "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
+    },
+))
+register(Strategy(
+    "power_bald", _power_bald, needs_log_probs=True, needs_embeddings=False,
+    summary="PowerBALD (Kirsch et al. 2023, stochastic batch acquisition): b points drawn without replacement "
+    "with probability proportional to BALD^beta (Gumbel-top-b). Score: the pick's BALD.",
+    options={"beta": lambda v: check_positive_float(v, "beta", allow_zero=True)},
+))
+register(Strategy(
+    "badge", _badge_run, needs_log_probs=True, needs_embeddings=True,
+    summary="BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings (p - e_argmax p) (outer) h, "
+    "never materialised. Score: squared distance to the nearest earlier pick (squared norm for the first).",
+))
+register(Strategy(
+    "coreset", _coreset_run, needs_log_probs=False, needs_embeddings=True,
+    summary="Coreset (Sener & Savarese 2018): greedy furthest-first (k-center) on features, seeded with "
+    "labelled_embeddings when given. Score: distance to the nearest centre when picked.",
+    options={"labelled_embeddings": _check_labelled_embeddings},
+))
+register(Strategy(
+    "kdpp", _kdpp_run, needs_log_probs=True, needs_embeddings=True,
+    summary="k-DPP with a linear kernel on gradient embeddings (BADGE's baseline), swap-chain MCMC with "
+    "ceil(5 k ln k) steps. Score: the pick's squared gradient-embedding norm.",
+    options={"steps": _check_optional_steps},
+))

@@ -1,0 +1,125 @@
+"""Input checks shared by every acquisition strategy.
+
+Each check raises ``ValueError`` at the boundary, naming the argument, the value it got and
+what was expected, so that a bad input never turns into a traceback deep inside the maths
+or, worse, into silently wrong picks.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+import torch
+
+# Rows of N checked at a time, so that checking a large pool needs little extra memory.
+_CHECK_CHUNK_ELEMENTS = 1 << 24
+
+#: |logsumexp_c log p_c| allowed before log-probabilities count as unnormalised.
+NORMALISATION_TOLERANCE = 1e-3
+
+
+def as_float_tensor(value, name: str, ndim: int, shape_hint: str) -> torch.Tensor:
+    """Return ``value`` as a floating-point tensor with ``ndim`` dimensions, or raise."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array of shape {shape_hint}, got {type(value).__name__}")
+    if value.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions ({shape_hint}), got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} holds an empty pool (N = 0, shape {tuple(value.shape)}); nothing can be selected")
+    if any(s == 0 for s in value.shape[1:]):
+        raise ValueError(f"{name} has an empty dimension: shape {tuple(value.shape)}, expected {shape_hint} with every size >= 1")
+    return value
+
+
+def _row_chunks(tensor: torch.Tensor):
+    per_row = max(1, tensor[0].numel())
+    step = max(1, _CHECK_CHUNK_ELEMENTS // per_row)
+    for start in range(0, tensor.shape[0], step):
+        yield start, tensor[start : start + step]
+
+
+def check_log_probs(log_probs_N_K_C) -> torch.Tensor:
+    """Check MC log-probabilities of shape N x K x C: no NaN or +inf, each row normalised.
+
+    ``-inf`` is allowed (a class of probability zero).
+    """
+    log_probs_N_K_C = as_float_tensor(log_probs_N_K_C, "log_probs_N_K_C", 3, "N x K x C")
+    for start, chunk in _row_chunks(log_probs_N_K_C):
+        if torch.isnan(chunk).any():
+            n = start + int(torch.isnan(chunk).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"log_probs_N_K_C contains NaN (first at pool position {n}); expected finite log-probabilities")
+        if torch.isposinf(chunk).any():
+            n = start + int(torch.isposinf(chunk).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"log_probs_N_K_C contains +inf (first at pool position {n}); log-probabilities are <= 0")
+        total = torch.logsumexp(chunk.double(), dim=2)
+        bad = (total.abs() > NORMALISATION_TOLERANCE) | torch.isnan(total)
+        if bad.any():
+            n, k = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                "log_probs_N_K_C must be log-probabilities (logsumexp over C equal to 0), but at pool position "
+                f"{start + n}, sample {k} it is {float(total[n, k]):.4g}; if these are logits, apply log_softmax over the last dimension"
+            )
+    return log_probs_N_K_C
+
+
+def check_embeddings(embeddings_N_D, name: str = "embeddings_N_D") -> torch.Tensor:
+    """Check an N x D feature matrix: two dimensions, every value finite."""
+    embeddings_N_D = as_float_tensor(embeddings_N_D, name, 2, "N x D")
+    for start, chunk in _row_chunks(embeddings_N_D):
+        finite = torch.isfinite(chunk)
+        if not finite.all():
+            n = start + int((~finite).any(1).nonzero()[0])
+            raise ValueError(f"{name} contains NaN or inf (first at row {n}); expected finite features")
+    return embeddings_N_D
+
+
+def check_batch_size(batch_size, pool_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+        raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size > pool_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the pool (N = {pool_size}); expected 1 <= batch_size <= {pool_size}")
+    return batch_size
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return float(value)
+
+
+def check_random_state(seed) -> torch.Generator:
+    """Turn ``seed`` (None, an int or a ``torch.Generator``) into a CPU ``torch.Generator``.
+
+    ``None`` draws a fresh seed from the operating system, so results then differ between calls.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+        return generator
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise ValueError(f"seed must be None, an int or a torch.Generator, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    generator.manual_seed(int(seed))
+    return generator

@@ -1,0 +1,144 @@
+"""Pool predictions: MC-dropout log-probabilities (N x K x C) and penultimate features (N x D).
+
+Both run the model in eval mode (BatchNorm statistics are never updated while scoring; the
+caller's train/eval flags are restored afterwards), without gradients, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from batchal.acquisition.validation import check_positive_int
+from batchal.bayesian.dropout import mc_dropout
+
+Data = Union[torch.Tensor, Dataset]
+
+
+def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
+    if isinstance(data, torch.Tensor):
+        if data.dim() < 1 or data.shape[0] == 0:
+            raise ValueError(f"data must be a non-empty tensor of inputs [N, ...], got shape {tuple(data.shape)}")
+        for start in range(0, data.shape[0], batch_size):
+            yield data[start : start + batch_size]
+        return
+    if isinstance(data, Dataset):
+        for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        return
+    raise ValueError(f"data must be a torch.Tensor of inputs or a torch Dataset, got {type(data).__name__}")
+
+
+def _num_items(data: Data) -> int:
+    return data.shape[0] if isinstance(data, torch.Tensor) else len(data)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def _device_of(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def predict_log_probs(
+    model: nn.Module,
+    data: Data,
+    k: int,
+    batch_size: int = 256,
+    *,
+    seed=None,
+    device=None,
+    expand_input: bool = False,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> torch.Tensor:
+    """log p(y | x_n, w_k) for every input and each of K consistent dropout masks.
+
+    The model returns logits (or log-probabilities) of shape [rows, C]; the K masks are drawn
+    once (from ``seed``) and shared by every chunk of ``batch_size`` inputs. Layers before the
+    first dropout layer run once per input. Returns a float32 CPU tensor N x K x C.
+    ``progress(done, total)`` is called after every chunk.
+    """
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    device = _device_of(model, device)
+    total = _num_items(data)
+    out: Optional[torch.Tensor] = None
+    done = 0
+    with _eval_mode(model), mc_dropout(model, k, seed=seed, expand_input=expand_input):
+        for x in _batches(data, batch_size):
+            B = x.shape[0]
+            logits = model(x.to(device))
+            if logits.dim() != 2 or logits.shape[0] != B * k:
+                raise RuntimeError(f"inside mc_dropout the model returned shape {tuple(logits.shape)}; expected [{B * k}, C] (B*K rows)")
+            log_probs_b_K_C = F.log_softmax(logits.float(), dim=1).view(B, k, -1).cpu()
+            if out is None:
+                out = torch.empty(total, k, log_probs_b_K_C.shape[2], dtype=torch.float32)
+            out[done : done + B] = log_probs_b_K_C
+            done += B
+            if progress is not None:
+                progress(done, total)
+    return out
+
+
+def last_linear_layer(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` in the model's module order: its input is the penultimate features."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("model has no nn.Linear layer; pass layer= (the module whose input is the penultimate features)")
+    return linears[-1]
+
+
+def predict_embeddings(
+    model: nn.Module,
+    data: Data,
+    batch_size: int = 256,
+    *,
+    layer: Optional[nn.Module] = None,
+    device=None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (dropout off) penultimate features and log-probabilities in one pass.
+
+    ``layer`` is the module whose *input* is the feature vector (default: the last nn.Linear).
+    Returns ``(embeddings_N_D, log_probs_N_1_C)``, float32 on the CPU, ready for ``badge``,
+    ``coreset`` and ``kdpp``.
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    layer = layer if layer is not None else last_linear_layer(model)
+    device = _device_of(model, device)
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1).float().cpu()))
+    features, log_probs = [], []
+    total, done = _num_items(data), 0
+    try:
+        with _eval_mode(model):
+            for x in _batches(data, batch_size):
+                captured.clear()
+                logits = model(x.to(device))
+                if len(captured) != 1:
+                    raise RuntimeError(f"the feature layer ran {len(captured)} times in one forward pass; expected once")
+                features.append(captured[0])
+                log_probs.append(F.log_softmax(logits.float(), dim=1).cpu()[:, None, :])
+                done += x.shape[0]
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        handle.remove()
+    return torch.cat(features), torch.cat(log_probs)

@@ -1,0 +1,159 @@
+"""BatchBALD against brute force and against the paper's properties."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import batchal
+from batchal.acquisition.batchbald import BatchBALDWarning, _JointProbabilities, exact_joint_entropy
+from batchal.acquisition.scores import bald, conditional_entropy
+from conftest import random_log_probs
+
+
+def enumerated_joint_entropy(log_probs_n_K_C: torch.Tensor) -> float:
+    """H(y_1..y_n) by listing every label configuration: p(y) = mean_k prod_i p_i(y_i | w_k)."""
+    probs = log_probs_n_K_C.double().exp()
+    n, K, C = probs.shape
+    total = 0.0
+    for config in itertools.product(range(C), repeat=n):
+        p_K = torch.ones(K, dtype=torch.float64)
+        for i, c in enumerate(config):
+            p_K = p_K * probs[i, :, c]
+        p = float(p_K.mean())
+        if p > 0:
+            total -= p * math.log(p)
+    return total
+
+
+def brute_force_mi(log_probs_N_K_C, indices) -> float:
+    lp = log_probs_N_K_C[list(indices)]
+    return enumerated_joint_entropy(lp) - float(conditional_entropy(lp).sum())
+
+
+@pytest.mark.parametrize("n, K, C, seed", [(1, 5, 3, 0), (2, 4, 4, 1), (3, 6, 3, 2), (4, 3, 2, 3), (3, 7, 5, 4)])
+def test_exact_joint_entropy_equals_enumeration(n, K, C, seed):
+    lp = random_log_probs(n, K, C, seed)
+    assert exact_joint_entropy(lp) == pytest.approx(enumerated_joint_entropy(lp), abs=1e-10)
+
+
+def test_exact_joint_entropy_with_zero_probabilities():
+    lp = random_log_probs(3, 5, 4, 7).clone()
+    lp[0, :, 1] = -math.inf
+    lp = torch.log_softmax(lp, dim=2)
+    assert exact_joint_entropy(lp) == pytest.approx(enumerated_joint_entropy(lp), abs=1e-10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_picks_the_exhaustive_argmax_and_scores_are_the_mutual_information(seed):
+    lp = random_log_probs(25, 6, 3, seed)
+    sel = batchal.select("batchbald", 4, log_probs_N_K_C=lp, num_samples=10_000, seed=0)
+    picks = sel.indices.tolist()
+    for step in range(4):
+        chosen = picks[:step]
+        candidates = [x for x in range(25) if x not in chosen]
+        values = {x: brute_force_mi(lp, chosen + [x]) for x in candidates}
+        best = max(values.values())
+        assert values[picks[step]] == pytest.approx(best, abs=1e-9)
+        assert float(sel.scores[step]) == pytest.approx(values[picks[step]], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_pick_is_balds_argmax(seed):
+    lp = random_log_probs(300, 10, 5, seed)
+    sel = batchal.select("batchbald", 3, log_probs_N_K_C=lp, seed=0)
+    assert int(sel.indices[0]) == int(bald(lp).argmax())
+    assert float(sel.scores[0]) == pytest.approx(float(bald(lp).max()), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lazy_and_plain_greedy_pick_the_same_points_in_the_exact_regime(seed):
+    lp = random_log_probs(400, 12, 3, seed, scale=1.5)
+    lazy = batchal.select("batchbald", 7, log_probs_N_K_C=lp, num_samples=3**7, lazy=True, seed=0)
+    plain = batchal.select("batchbald", 7, log_probs_N_K_C=lp, num_samples=3**7, lazy=False, seed=0)
+    assert lazy.info["exact_picks"] == 7
+    assert lazy.indices.tolist() == plain.indices.tolist()
+    assert torch.allclose(lazy.scores, plain.scores, atol=1e-10)
+    assert lazy.info["evaluations"] < plain.info["evaluations"]
+
+
+def test_small_memory_budget_gives_the_same_picks():
+    lp = random_log_probs(120, 8, 4, 3)
+    wide = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0)
+    narrow = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0, memory_bytes=1)
+    assert wide.indices.tolist() == narrow.indices.tolist()
+
+
+def repeated_pool(unique: int, copies: int, K: int, C: int, seed: int) -> torch.Tensor:
+    return random_log_probs(unique, K, C, seed, scale=1.5).repeat(copies, 1, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batchbald_never_picks_two_copies_while_top_b_bald_does(seed):
+    unique, copies, b = 30, 3, 5
+    lp = repeated_pool(unique, copies, K=20, C=3, seed=seed)
+    batch = batchal.select("batchbald", b, log_probs_N_K_C=lp, num_samples=10**4, seed=0)
+    assert batch.info["exact_picks"] == b
+    originals = [i % unique for i in batch.indices.tolist()]
+    assert len(set(originals)) == b, f"BatchBALD picked copies: {batch.indices.tolist()}"
+    top = batchal.select("bald", b, log_probs_N_K_C=lp)
+    assert len({i % unique for i in top.indices.tolist()}) < b
+
+
+def test_batch_scores_grow_and_stay_under_log_k():
+    K = 10
+    lp = random_log_probs(200, K, 4, 11, scale=1.0)
+    sel = batchal.select("batchbald", 6, log_probs_N_K_C=lp, num_samples=4**6, seed=0)
+    scores = sel.scores.tolist()
+    assert all(b >= a - 1e-12 for a, b in zip(scores, scores[1:]))
+    assert scores[-1] <= math.log(K) + 1e-9
+
+
+def joint_states(n, K, C, num_samples_list, seed=21, draw=0):
+    chosen = random_log_probs(n, K, C, seed, scale=1.0).double().exp()
+    states = [_JointProbabilities(K, m, torch.float64, torch.device("cpu"), torch.Generator().manual_seed(draw)) for m in num_samples_list]
+    for p in chosen:
+        for state in states:
+            state.add(p)
+    return states
+
+
+def test_sampled_estimator_agrees_with_exact():
+    """Importance-sampled H(y_S, y_x) within 0.05 nats of exact (C^n = 46,656 configurations, M = 20,000)."""
+    n, K, C = 6, 20, 6
+    exact, sampled = joint_states(n, K, C, [C**n, 20_000])
+    assert not exact.sampled and sampled.sampled
+    candidates = random_log_probs(30, K, C, 22, scale=1.0).double().exp()
+    assert sampled.entropy == pytest.approx(exact.entropy, abs=0.05)
+    truth = exact.joint_entropies(candidates)
+    error = (sampled.joint_entropies(candidates) - truth).abs()
+    assert float(error.max()) < 0.05
+    # More samples, smaller error (averaged over draws): the estimator is consistent.
+    def mean_error(num_samples):
+        states = [joint_states(n, K, C, [num_samples], draw=d)[0] for d in range(4)]
+        return sum(float((s.joint_entropies(candidates) - truth).abs().mean()) for s in states) / 4
+
+    assert mean_error(40_000) < mean_error(2_000)
+
+
+def test_sampled_regime_picks_match_exact_on_an_easy_pool():
+    """Past the exact regime the picks still beat top-b BALD on copies (same property, sampled)."""
+    unique, copies = 25, 4
+    lp = repeated_pool(unique, copies, K=30, C=4, seed=3)
+    sel = batchal.select("batchbald", 6, log_probs_N_K_C=lp, num_samples=300, seed=0)
+    assert sel.info["exact_picks"] < 6
+    assert len({i % unique for i in sel.indices.tolist()}) == 6
+
+
+def test_float32_option_runs_and_agrees_on_the_first_picks():
+    lp = random_log_probs(200, 10, 5, 8)
+    a = batchal.select("batchbald", 3, log_probs_N_K_C=lp, seed=0)
+    b = batchal.select("batchbald", 3, log_probs_N_K_C=lp, seed=0, dtype="float32")
+    assert a.indices.tolist() == b.indices.tolist()
+
+
+def test_ceiling_warning():
+    lp = random_log_probs(100, 4, 6, 9, scale=3.0)
+    with pytest.warns(BatchBALDWarning, match="ceiling"):
+        batchal.select("batchbald", 5, log_probs_N_K_C=lp, seed=0)
