@@ -1,0 +1,246 @@
+"""Command line: ``batchal run``, ``batchal datasets``, ``batchal strategies``.
+
+The library reports progress through callbacks; here they become progress bars on a terminal
+and plain lines otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from batchal.acquisition.registry import describe, strategies
+from batchal.data.datasets import available_locally, dataset_names, load_dataset
+from batchal.data.files import DataError
+from batchal.experiment import ExperimentConfig, labels_to_reach, run_experiment
+from batchal.training import TrainConfig
+
+# `batchal run` with no arguments: the README's main job, a few minutes on 2 cores.
+MAIN_JOB = {
+    "dataset": "repeated-digits",
+    "strategies": ["batchbald", "bald", "random"],
+    "seeds": [0],
+    "acquisition_size": 10,
+    "initial_size": 20,
+    "budget": 100,
+    "mc_samples": 20,
+}
+
+_EXPERIMENT_FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"strategy", "seed"}
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+class _Bars:
+    """Round and epoch bars (tqdm) on a terminal; one plain line per round otherwise."""
+
+    def __init__(self, label: str, total_rounds: int, interactive: bool):
+        self.label, self.interactive = label, interactive
+        self.rounds = self.epochs = None
+        if interactive:
+            from tqdm.auto import tqdm
+
+            self._tqdm = tqdm
+            self.rounds = tqdm(total=total_rounds, desc=label, unit="round", file=sys.stderr)
+
+    def round_started(self, round_: int, labelled: int) -> None:
+        if self.interactive:
+            self.epochs = self._tqdm(desc=f"  training on {labelled} labels", unit="epoch", leave=False, file=sys.stderr)
+
+    def epoch_done(self, record: dict) -> None:
+        if self.epochs is not None:
+            self.epochs.update(1)
+            if "val_accuracy" in record:
+                self.epochs.set_postfix(val_acc=f"{record['val_accuracy']:.3f}")
+
+    def round_done(self, row: dict) -> None:
+        s = row["seconds"]
+        if self.interactive:
+            if self.epochs is not None:
+                self.epochs.close()
+            self.rounds.update(1)
+            self.rounds.set_postfix(labelled=row["labelled"], acc=f"{row['test_accuracy']:.3f}")
+        else:
+            print(f"{self.label} round {row['round']}: {row['labelled']} labels, test accuracy {row['test_accuracy']:.4f}, "
+                  f"NLL {row['test_nll']:.4f}; seconds train {s['train']:.1f} score {s['score']:.1f} select {s['select']:.1f}", flush=True)
+
+    def close(self) -> None:
+        if self.rounds is not None:
+            self.rounds.close()
+
+
+def _split_list(text: str, convert=str) -> list:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        return [convert(t) for t in items]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list, got {text!r}") from None
+
+
+def _load_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--config {path}: not valid TOML ({exc})") from None
+    allowed = _EXPERIMENT_FIELDS | {"strategies", "seeds", "out", "thresholds"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"--config {path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+    if "train" in data:
+        bad = set(data["train"]) - _TRAIN_FIELDS
+        if bad:
+            raise ValueError(f"--config {path}: unknown [train] key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(_TRAIN_FIELDS))}")
+    return data
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "func", "config")}
+    # No flag that defines the experiment and no config file: the built-in demonstration.
+    demo = args.config is None and set(explicit) <= {"out", "data_dir", "device", "thresholds"}
+    settings = dict(MAIN_JOB) if demo else {}
+    if args.config is not None:
+        settings.update(_load_toml(args.config))
+    if "strategy" in explicit:
+        settings["strategies"] = _split_list(explicit.pop("strategy"))
+    if "seeds" in explicit:
+        settings["seeds"] = _split_list(explicit.pop("seeds"), int)
+    if "thresholds" in explicit:
+        settings["thresholds"] = _split_list(explicit.pop("thresholds"), float)
+    train = dict(settings.pop("train", {}))
+    for name in _TRAIN_FIELDS:
+        if name in explicit:
+            train[name] = explicit.pop(name)
+    settings.update(explicit)
+    settings["train"] = train
+    return settings
+
+
+def _table(results: dict[str, list[list[dict]]], acquisition_size: int, thresholds: list[float]) -> str:
+    head = ["strategy", "seeds", "final labels", "final accuracy (median)"] + [f"labels to {t:.0%} (median)" for t in thresholds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for strategy, runs in results.items():
+        finals = [r[-1]["test_accuracy"] for r in runs if r]
+        cells = [strategy, str(len(runs)), str(runs[0][-1]["labelled"]), f"{statistics.median(finals):.4f}"]
+        for t in thresholds:
+            reached = [labels_to_reach(r, t, acquisition_size) for r in runs]
+            cells.append("not reached" if None in reached else str(statistics.median_low(reached)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = settings.pop("strategies", ["batchbald"])
+    seeds = settings.pop("seeds", [0])
+    out = Path(settings.pop("out", "runs"))
+    thresholds = settings.pop("thresholds", [0.8, 0.9])
+    unknown = [s for s in names if s not in strategies()]
+    if unknown:
+        raise ValueError(f"--strategy: unknown {', '.join(unknown)}; choose from {', '.join(strategies())}")
+    configs = {(s, seed): ExperimentConfig(strategy=s, seed=seed, **settings) for s in names for seed in seeds}
+    first = next(iter(configs.values()))
+    interactive = sys.stderr.isatty()
+    download_bar = None
+    if interactive:
+        from tqdm.auto import tqdm
+
+        def download_bar(desc, total):
+            bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False, file=sys.stderr)
+            return bar.update
+    data = load_dataset(first.dataset, first.data_dir, progress=download_bar, copies=first.copies, noise_std=first.noise_std)
+    print(f"{first.dataset}: {len(data.train_y)} training points, {len(data.test_y)} test points, {data.num_classes} classes; "
+          f"strategies {', '.join(names)}; seeds {', '.join(map(str, seeds))}; results in {out}", flush=True)
+    results: dict[str, list[list[dict]]] = {s: [] for s in names}
+    rounds_total = (first.budget - first.initial_size + first.acquisition_size - 1) // first.acquisition_size + 1
+    for (strategy, seed), config in configs.items():
+        run_dir = out / config.dataset / f"{strategy}-b{config.acquisition_size}-seed{seed}"
+        bars = _Bars(f"{strategy} seed {seed}", rounds_total, interactive)
+        try:
+            rows = run_experiment(config, run_dir, data=data, progress=bars)
+        finally:
+            bars.close()
+        results[strategy].append(rows)
+    print()
+    print(_table(results, first.acquisition_size, thresholds))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    status = available_locally(args.data_dir)
+    width = max(map(len, dataset_names()))
+    for name in dataset_names():
+        base = name.removeprefix("repeated-")
+        print(f"{name:<{width}}  {status[base]}")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    for name in strategies():
+        print(describe(name))
+        print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchal", description="Deep Bayesian batch active learning (BatchBALD, BADGE and baselines).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="simulate active learning on a data set (no arguments: the built-in demonstration)",
+                         description="Simulated active learning with the data set's own labels. Without arguments: "
+                         "BatchBALD, BALD and random on Repeated digits, a few minutes on 2 cores.")
+    run.add_argument("--config", help="a TOML file with any of the settings below (flags override it)")
+    run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}")
+    run.add_argument("--strategy", help="comma-separated strategies, e.g. batchbald,bald,random")
+    run.add_argument("--acquisition-size", dest="acquisition_size", type=int, help="points labelled per round (b)")
+    run.add_argument("--initial-size", dest="initial_size", type=int, help="class-balanced initial labels (0 allowed)")
+    run.add_argument("--budget", type=int, help="stop once this many points are labelled")
+    run.add_argument("--target-accuracy", dest="target_accuracy", type=float, help="stop once test accuracy reaches this")
+    run.add_argument("--mc-samples", dest="mc_samples", type=int, help="MC-dropout samples K for acquisition (and test, unless --test-mc-samples)")
+    run.add_argument("--test-mc-samples", dest="test_mc_samples", type=int)
+    run.add_argument("--num-samples", dest="num_samples", type=int, help="BatchBALD joint-entropy samples (default 40000)")
+    run.add_argument("--pool-subsample", dest="pool_subsample", type=int, help="score a random subset of this many pool points per round")
+    run.add_argument("--validation-size", dest="validation_size", type=int)
+    run.add_argument("--model", help="mnist_cnn, emnist_cnn, mlp or a registered model (default: the paper's for the data set)")
+    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    run.add_argument("--max-epochs", dest="max_epochs", type=int)
+    run.add_argument("--epoch-samples", dest="epoch_samples", type=int)
+    run.add_argument("--lr", type=float)
+    run.add_argument("--data-dir", dest="data_dir", help="folder holding <dataset>/<files> (also $BATCHAL_DATA)")
+    run.add_argument("--out", help="results folder (default runs/)")
+    run.add_argument("--device", help="cpu (default), cuda or auto")
+    run.add_argument("--thresholds", help="accuracies for the labels-needed columns, e.g. 0.9,0.95")
+    run.set_defaults(func=cmd_run)
+
+    datasets = sub.add_parser("datasets", help="list the data sets and where their files are")
+    datasets.add_argument("--data-dir", dest="data_dir")
+    datasets.set_defaults(func=cmd_datasets)
+
+    strategies_cmd = sub.add_parser("strategies", help="list the acquisition strategies with their formulas and options")
+    strategies_cmd.set_defaults(func=cmd_strategies)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("once")
+    try:
+        return args.func(args)
+    except (ValueError, DataError) as exc:
+        print(f"batchal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("batchal: interrupted; run the same command again to resume from the last complete round", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The active-learning loop with simulated labelling (the data set's own labels), resumable.
+
+One run = one data set, one strategy, one seed, in one directory:
+- ``config.json``: the fully resolved configuration;
+- ``results.jsonl``: one JSON object per round, appended atomically (one write + fsync), with
+  ``round``, ``labelled`` (labelled-set size the round trained on), ``test_accuracy``,
+  ``test_nll``, ``acquired`` (dataset indices), ``acquired_labels``, ``scores``, ``seconds``
+  (``train``, ``score``, ``select``) and, on the last round, ``stop_reason``.
+
+Every random choice of round r is seeded from (seed, r), and the labelled set is rebuilt from
+the file, so running the same command after a kill resumes at the first missing round and the
+finished results equal those of an uninterrupted run (on the CPU; GPU kernels may differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import torch
+
+from batchal.acquisition.registry import get_strategy, select, strategies
+from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
+from batchal.models import create_model, default_model, model_names
+from batchal.training import TrainConfig, evaluate, train_model
+
+_VALIDATION_DEFAULTS = {"digits": 100, "letter": 1000, "emnist-balanced": 16_384}
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: str = "repeated-digits"
+    strategy: str = "batchbald"
+    acquisition_size: int = 10
+    initial_size: int = 20
+    budget: int = 300
+    target_accuracy: Optional[float] = None
+    mc_samples: int = 100
+    test_mc_samples: Optional[int] = None  # default: mc_samples
+    num_samples: int = 40_000  # BatchBALD's joint-entropy samples
+    pool_subsample: Optional[int] = None
+    validation_size: Optional[int] = None  # default: 1,024 per copy (digits 100, letter 1,000, EMNIST 16,384)
+    seed: int = 0
+    model: Optional[str] = None  # default: the paper's model for the data set
+    copies: int = 3  # repeated-* data sets
+    noise_std: float = 0.1
+    eval_batch_size: int = 512
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data_dir: Optional[str] = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        if self.dataset not in dataset_names():
+            raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {self.dataset!r}")
+        if self.strategy not in strategies():
+            raise ValueError(f"strategy must be one of {', '.join(strategies())}; got {self.strategy!r}")
+        if self.model is not None and self.model not in model_names():
+            raise ValueError(f"model must be one of {', '.join(model_names())}; got {self.model!r}")
+        ints = {
+            "acquisition_size": 1, "initial_size": 0, "budget": 1, "mc_samples": 1, "num_samples": 1, "seed": 0,
+            "copies": 1, "eval_batch_size": 1,
+        }
+        for name, minimum in ints.items():
+            _check_int(name, getattr(self, name), minimum)
+        for name in ("test_mc_samples", "pool_subsample"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        if self.validation_size is not None:
+            _check_int("validation_size", self.validation_size, 0)
+        if self.budget < self.initial_size:
+            raise ValueError(f"budget={self.budget} is smaller than initial_size={self.initial_size}; expected budget >= initial_size")
+        if self.target_accuracy is not None and not (isinstance(self.target_accuracy, (int, float)) and 0 < self.target_accuracy <= 1):
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
+        if not isinstance(self.noise_std, (int, float)) or not self.noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
+        if self.strategy == "batchbald" and self.num_samples < self.mc_samples:
+            raise ValueError(f"num_samples={self.num_samples} is smaller than mc_samples={self.mc_samples}; expected num_samples >= mc_samples")
+        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but no CUDA device is available; use --device cpu")
+
+    def resolved(self, data: Dataset) -> "ExperimentConfig":
+        """A copy with every default filled in from the data set."""
+        out = dataclasses.replace(self)
+        out.test_mc_samples = self.test_mc_samples or self.mc_samples
+        out.model = self.model or default_model(self.dataset, data.input_shape)
+        if self.validation_size is None:
+            base = self.dataset[len(REPEATED_PREFIX):] if self.dataset.startswith(REPEATED_PREFIX) else self.dataset
+            copies = self.copies if self.dataset.startswith(REPEATED_PREFIX) else 1
+            out.validation_size = _VALIDATION_DEFAULTS.get(base, 1024) * copies
+        if out.device == "auto":
+            out.device = "cuda" if torch.cuda.is_available() else "cpu"
+        needed = out.validation_size + out.initial_size
+        if needed >= len(data.train_y):
+            raise ValueError(f"validation_size + initial_size = {needed} leaves no pool in {self.dataset}'s {len(data.train_y)} training points")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+
+# Keys that may differ between an interrupted run and its resumption.
+_RESUME_FREE_KEYS = {"data_dir", "device"}
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class Progress(Protocol):
+    def round_started(self, round: int, labelled: int) -> None: ...
+    def epoch_done(self, record: dict) -> None: ...
+    def round_done(self, row: dict) -> None: ...
+
+
+def _round_seed(seed: int, round_: int, purpose: int) -> int:
+    return (seed * 1_000_003 + round_ * 101 + purpose) % (2**62)
+
+
+def balanced_initial_indices(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` indices (positions in ``labels``) with classes as balanced as possible."""
+    if size == 0:
+        return torch.empty(0, dtype=torch.long)
+    classes = labels.unique()
+    per_class = [size // len(classes)] * len(classes)
+    for i in torch.randperm(len(classes), generator=generator)[: size % len(classes)].tolist():
+        per_class[i] += 1
+    chosen = []
+    for c, n in zip(classes.tolist(), per_class):
+        members = (labels == c).nonzero().flatten()
+        if n > len(members):
+            raise ValueError(f"class {c} has only {len(members)} examples; cannot draw {n} for a balanced initial set")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:n]])
+    return torch.cat(chosen)
+
+
+@dataclass
+class Splits:
+    validation: torch.Tensor
+    initial: torch.Tensor
+
+    @staticmethod
+    def make(data: Dataset, config: ExperimentConfig) -> "Splits":
+        g = torch.Generator().manual_seed(_round_seed(config.seed, 0, 7))
+        order = torch.randperm(len(data.train_y), generator=g)
+        validation = order[: config.validation_size]
+        rest = order[config.validation_size :]
+        initial = rest[balanced_initial_indices(data.train_y[rest], config.initial_size, g)]
+        return Splits(validation=validation, initial=initial)
+
+
+def read_results(path: Path) -> list[dict]:
+    """Complete rows of a results file; a partly written last line (a crash mid-write) is cut off."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    rows, good = [], 0
+    for line in raw.split(b"\n")[:-1]:  # what follows the last newline is a partial row
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line) + 1
+    if good != len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    data = (json.dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
+    path = run_dir / "config.json"
+    new = config.to_dict()
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(f"{run_dir} holds a run with a different configuration ({', '.join(diff)} differ); choose another output directory")
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(new, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Optional[Dataset] = None, progress: Optional[Progress] = None) -> list[dict]:
+    """Run (or resume) one active-learning experiment; returns every round's row."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std)
+    config = config.resolved(data)
+    _write_config(run_dir, config)
+    results_path = run_dir / "results.jsonl"
+    rows = read_results(results_path)
+    if rows and "stop_reason" in rows[-1]:
+        return rows
+    splits = Splits.make(data, config)
+    labelled = splits.initial.tolist() + [i for row in rows for i in row["acquired"]]
+    unavailable = set(labelled) | set(splits.validation.tolist())
+    pool = torch.tensor([i for i in range(len(data.train_y)) if i not in unavailable], dtype=torch.long)
+    device = torch.device(config.device)
+    spec = get_strategy(config.strategy)
+    val_x, val_y = data.train_x[splits.validation], data.train_y[splits.validation]
+
+    for round_ in range(len(rows), 10**9):
+        if progress:
+            progress.round_started(round_, len(labelled))
+        torch.manual_seed(_round_seed(config.seed, round_, 1))
+        model = create_model(config.model, data.input_shape, data.num_classes).to(device)
+        start = time.perf_counter()
+        labelled_t = torch.tensor(labelled, dtype=torch.long)
+        if labelled:
+            train_model(
+                model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
+                generator=torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)), device=device,
+                on_epoch=progress.epoch_done if progress else None,
+            )
+        train_seconds = time.perf_counter() - start
+        metrics = evaluate(model, data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
+                           seed=_round_seed(config.seed, round_, 3), device=device)
+        row = {
+            "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],
+            "acquired": [], "acquired_labels": [], "scores": [],
+            "seconds": {"train": train_seconds, "score": 0.0, "select": 0.0},
+        }
+        stop = None
+        if len(labelled) >= config.budget:
+            stop = "budget"
+        elif config.target_accuracy is not None and metrics["accuracy"] >= config.target_accuracy:
+            stop = "target_accuracy"
+        elif len(pool) == 0:
+            stop = "pool_exhausted"
+        if stop is None:
+            g_sub = torch.Generator().manual_seed(_round_seed(config.seed, round_, 4))
+            candidates = pool
+            if config.pool_subsample is not None and config.pool_subsample < len(pool):
+                candidates = pool[torch.randperm(len(pool), generator=g_sub)[: config.pool_subsample]]
+            batch_size = min(config.acquisition_size, config.budget - len(labelled), len(candidates))
+            start = time.perf_counter()
+            inputs = _score_pool(model, data, candidates, labelled_t, config, spec, round_)
+            score_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            options = {"num_samples": config.num_samples} if config.strategy == "batchbald" else {}
+            if "labelled_embeddings" in spec.options:
+                options["labelled_embeddings"] = inputs.pop("labelled_embeddings")
+            selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)
+            select_seconds = time.perf_counter() - start
+            # Pool positions -> dataset indices before anything is labelled.
+            acquired = candidates[selection.indices].tolist()
+            row.update({
+                "acquired": acquired,
+                "acquired_labels": data.train_y[acquired].tolist(),
+                "scores": selection.scores.tolist(),
+                "seconds": {"train": train_seconds, "score": score_seconds, "select": select_seconds},
+            })
+            labelled.extend(acquired)
+            acquired_set = set(acquired)
+            pool = pool[torch.tensor([i not in acquired_set for i in pool.tolist()], dtype=torch.bool)]
+        else:
+            row["stop_reason"] = stop
+        append_row(results_path, row)
+        rows.append(row)
+        if progress:
+            progress.round_done(row)
+        if stop is not None:
+            return rows
+    raise AssertionError("unreachable")
+
+
+def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.Tensor, config: ExperimentConfig, spec, round_: int) -> dict:
+    x = data.train_x[candidates]
+    inputs: dict[str, Any] = {}
+    seed = _round_seed(config.seed, round_, 6)
+    if spec.needs_embeddings:
+        embeddings, log_probs_1 = predict_embeddings(model, x, config.eval_batch_size, device=config.device)
+        inputs["embeddings_N_D"] = embeddings
+        if spec.needs_log_probs:
+            inputs["log_probs_N_K_C"] = log_probs_1
+        if "labelled_embeddings" in spec.options:
+            inputs["labelled_embeddings"] = (
+                predict_embeddings(model, data.train_x[labelled], config.eval_batch_size, device=config.device)[0]
+                if len(labelled) else None
+            )
+    elif spec.needs_log_probs:
+        inputs["log_probs_N_K_C"] = predict_log_probs(model, x, config.mc_samples, config.eval_batch_size, seed=seed, device=config.device)
+    else:
+        inputs["embeddings_N_D"] = torch.zeros(len(candidates), 1)  # the pool's size is all random needs
+    return inputs
+
+
+def labels_to_reach(rows: list[dict], threshold: float, acquisition_size: int) -> Optional[int]:
+    """BatchBALD's Table 1 counting: the labelled-set size (initial set included) at the first
+    round reaching the threshold, minus the acquisition size; None if never reached."""
+    for row in rows:
+        if row["test_accuracy"] >= threshold:
+            return row["labelled"] - acquisition_size
+    return None
+
+
+def summarise(rows: list[dict]) -> dict:
+    return {
+        "rounds": len(rows),
+        "final_labelled": rows[-1]["labelled"] if rows else 0,
+        "final_accuracy": rows[-1]["test_accuracy"] if rows else math.nan,
+    }

@@ -1,0 +1,99 @@
+"""Models with consistent MC dropout, and a registry so users can plug in their own.
+
+``create_model(name, input_shape, num_classes)`` builds a fresh model. Built in:
+- ``mnist_cnn``: BatchBALD's MNIST model: conv 1->32 (5x5), dropout2d 0.5, maxpool 2, relu;
+  conv 32->64 (5x5), dropout2d, maxpool 2, relu; linear 1024->128, dropout 0.5, relu; linear 128->C.
+- ``emnist_cnn``: BatchBALD's EMNIST model: conv 32, 64, 128 (3x3), each followed by dropout2d,
+  max-pools after the first and third; linear 2048->512, dropout, relu; linear 512->C.
+- ``mlp``: flatten, two hidden layers of 256 with dropout 0.5 (tabular data and 8x8 digits).
+
+A user model is any ``nn.Module`` returning logits; register a factory
+``f(input_shape, num_classes) -> nn.Module`` with ``register_model``. Its ``nn.Dropout`` layers
+are converted to consistent MC dropout by ``create_model``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from torch import nn
+
+from batchal.bayesian.dropout import ConsistentMCDropout, ConsistentMCDropout2d, convert_dropout
+
+ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
+
+
+def _conv_out(size: int, kernel: int) -> int:
+    return size - kernel + 1
+
+
+def mnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(f"mnist_cnn needs image inputs [channels, height, width], got input shape {input_shape}")
+    channels, height, width = input_shape
+    h = _conv_out(_conv_out(height, 5) // 2, 5) // 2
+    w = _conv_out(_conv_out(width, 5) // 2, 5) // 2
+    if h < 1 or w < 1:
+        raise ValueError(f"mnist_cnn needs images of at least 12x12 pixels, got {height}x{width}; use the 'mlp' model")
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 5), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(32, 64, 5), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * h * w, 128), ConsistentMCDropout(0.5), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def emnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if len(input_shape) != 3:
+        raise ValueError(f"emnist_cnn needs image inputs [channels, height, width], got input shape {input_shape}")
+    channels, height, width = input_shape
+    side = lambda s: _conv_out(_conv_out(_conv_out(s, 3) // 2, 3), 3) // 2
+    h, w = side(height), side(width)
+    if h < 1 or w < 1:
+        raise ValueError(f"emnist_cnn needs images of at least 14x14 pixels, got {height}x{width}")
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, 3), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), ConsistentMCDropout2d(0.5), nn.ReLU(),
+        nn.Conv2d(64, 128, 3), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(128 * h * w, 512), ConsistentMCDropout(0.5), nn.ReLU(),
+        nn.Linear(512, num_classes),
+    )
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 256) -> nn.Module:
+    features = math.prod(input_shape)
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(features, hidden), ConsistentMCDropout(0.5), nn.ReLU(),
+        nn.Linear(hidden, hidden), ConsistentMCDropout(0.5), nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+_MODELS: dict[str, ModelFactory] = {"mnist_cnn": mnist_cnn, "emnist_cnn": emnist_cnn, "mlp": mlp}
+
+
+def register_model(name: str, factory: ModelFactory) -> None:
+    """Register ``factory(input_shape, num_classes) -> nn.Module`` under ``name``."""
+    if name in _MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _MODELS[name] = factory
+
+
+def model_names() -> list[str]:
+    return list(_MODELS)
+
+
+def create_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if name not in _MODELS:
+        raise ValueError(f"model must be one of {', '.join(_MODELS)}; got {name!r}")
+    return convert_dropout(_MODELS[name](tuple(input_shape), num_classes))
+
+
+def default_model(dataset_name: str, input_shape: tuple[int, ...]) -> str:
+    """The paper's model for a data set: the EMNIST CNN for EMNIST, the MNIST CNN for 28x28 images, else the MLP."""
+    if "emnist" in dataset_name:
+        return "emnist_cnn"
+    if len(input_shape) == 3 and min(input_shape[1:]) >= 12:
+        return "mnist_cnn"
+    return "mlp"

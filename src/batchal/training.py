@@ -1,0 +1,119 @@
+"""Training as in BatchBALD's protocol, every knob configurable, and MC evaluation.
+
+Each round trains a fresh model: Adam, mini-batches of ``batch_size``, an "epoch" of a fixed
+``epoch_samples`` examples drawn with replacement from the labelled set (so epochs cost the same
+whatever the labelled-set size), at most ``max_epochs``, early stopping on validation accuracy
+(dropout off) with ``patience``, best weights restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batchal.bayesian.predict import predict_log_probs
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 64
+    epoch_samples: int = 5056
+    max_epochs: int = 30
+    patience: int = 3
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        checks = {
+            "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epoch_samples": self.epoch_samples >= 1,
+            "max_epochs": self.max_epochs >= 1, "patience": self.patience >= 1, "weight_decay": self.weight_decay >= 0,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+                raise ValueError(f"train.{name} has an invalid value {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device=None) -> float:
+    """Deterministic accuracy (eval mode: dropout off)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size].to(device))
+        correct += int((logits.argmax(1).cpu() == y[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+def train_model(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: Optional[torch.Tensor],
+    val_y: Optional[torch.Tensor],
+    config: TrainConfig,
+    *,
+    generator: Optional[torch.Generator] = None,
+    device=None,
+    on_epoch: Optional[Callable[[dict], None]] = None,
+) -> list[dict]:
+    """Train in place; returns the per-epoch history (epoch, train_loss, val_accuracy, best)."""
+    if len(train_x) == 0:
+        raise ValueError("cannot train on an empty labelled set; use an initial size >= 1")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    has_val = val_x is not None and len(val_x) > 0
+    best_acc, best_state, stale = -1.0, None, 0
+    history = []
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        order = torch.randint(len(train_x), (config.epoch_samples,), generator=generator)
+        total_loss = 0.0
+        for start in range(0, config.epoch_samples, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(train_x[idx].to(device)), train_y[idx].to(device))
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+        record = {"epoch": epoch, "train_loss": total_loss / config.epoch_samples}
+        if has_val:
+            acc = accuracy(model, val_x, val_y, device=device)
+            record["val_accuracy"] = acc
+            if acc > best_acc:
+                best_acc, stale = acc, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        record["best"] = stale == 0
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if has_val and stale >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int = 512, seed=0, device=None) -> dict:
+    """Test accuracy and NLL of the MC-averaged prediction log mean_k p(y | x, w_k)."""
+    log_probs_N_K_C = predict_log_probs(model, x, k, batch_size, seed=seed, device=device)
+    mean_log_probs_N_C = torch.logsumexp(log_probs_N_K_C.double(), dim=1) - math.log(k)
+    nll = float(-mean_log_probs_N_C[torch.arange(len(y)), y].mean())
+    acc = float((mean_log_probs_N_C.argmax(1) == y).double().mean())
+    return {"accuracy": acc, "nll": nll}
