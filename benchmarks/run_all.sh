@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other (never two at once: they share 2 cores), results under results/benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python benchmarks/bench_badge.py
+python benchmarks/bench_batchbald.py --inputs synthetic
+python benchmarks/bench_batchbald.py --inputs mnist

@@ -1,0 +1,64 @@
+"""The command line: run with flags and TOML, the comparison table, clear errors."""
+
+import json
+
+import pytest
+
+from batchal.cli import main
+
+SMALL = ["--dataset", "digits", "--acquisition-size", "5", "--initial-size", "10", "--budget", "20", "--mc-samples", "4",
+         "--validation-size", "50", "--max-epochs", "2", "--epoch-samples", "128"]
+
+
+def test_run_several_strategies_and_seeds_prints_a_table(tmp_path, capsys):
+    code = main(["run", *SMALL, "--strategy", "bald,random", "--seeds", "0,1", "--out", str(tmp_path), "--thresholds", "0.5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| bald | 2 | 20 |" in out and "| random | 2 | 20 |" in out and "labels to 50%" in out
+    for strategy in ("bald", "random"):
+        for seed in (0, 1):
+            assert (tmp_path / "digits" / f"{strategy}-b5-seed{seed}" / "results.jsonl").is_file()
+    assert "round 0: 10 labels" in out  # plain progress lines when not on a terminal
+
+
+def test_toml_config_with_flag_override(tmp_path, capsys):
+    config = tmp_path / "exp.toml"
+    config.write_text('dataset = "digits"\nstrategies = ["entropy"]\nseeds = [3]\nacquisition_size = 4\ninitial_size = 10\n'
+                      'budget = 18\nmc_samples = 3\nvalidation_size = 40\n[train]\nmax_epochs = 1\nepoch_samples = 64\n')
+    assert main(["run", "--config", str(config), "--budget", "14", "--out", str(tmp_path / "o")]) == 0
+    run_dir = tmp_path / "o" / "digits" / "entropy-b4-seed3"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["budget"] == 14 and saved["train"]["max_epochs"] == 1 and saved["seed"] == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--dataset", "nope"], "dataset must be one of"),
+    (["run", *SMALL, "--strategy", "bald,nope"], "unknown nope"),
+    (["run", *SMALL, "--seeds", "a,b"], "comma-separated"),
+    (["run", *SMALL, "--acquisition-size", "0"], "acquisition_size"),
+    (["run", "--config", "/no/such.toml"], "no such file"),
+])
+def test_bad_arguments_give_one_clear_line(argv, message, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batchal: error:") and message in err and "Traceback" not in err
+
+
+def test_unknown_toml_key_refused(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('datset = "digits"\n')
+    assert main(["run", "--config", str(config)]) == 2
+    assert "unknown key(s) datset" in capsys.readouterr().err
+
+
+def test_datasets_lists_every_loader(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist", "fashion-mnist", "emnist-balanced", "letter", "repeated-mnist"):
+        assert name in out
+    assert "built in" in out
+
+
+def test_strategies_lists_formulas(capsys):
+    assert main(["strategies"]) == 0
+    assert "BatchBALD" in capsys.readouterr().out
