@@ -189,6 +189,35 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_init(args: argparse.Namespace) -> int:
+    from batchal.labelling import init_project
+
+    store = init_project(args.project, args.images, _split_list(args.classes), model=args.model, strategy=args.strategy,
+                         batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples)
+    print(f"{args.project}: {store.item_count()} images registered; start labelling with: batchal label serve {args.project}")
+    return 0
+
+
+def cmd_label_serve(args: argparse.Namespace) -> int:
+    try:
+        from batchal.labelling.app import serve
+    except ImportError as exc:
+        raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
+    serve(args.project, host=args.host, port=args.port, token=args.token)
+    return 0
+
+
+def cmd_label_export(args: argparse.Namespace) -> int:
+    from batchal.labelling import export_labels
+
+    text = export_labels(args.project, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchal", description="Deep Bayesian batch active learning (BatchBALD, BADGE and baselines).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +254,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     strategies_cmd = sub.add_parser("strategies", help="list the acquisition strategies with their formulas and options")
     strategies_cmd.set_defaults(func=cmd_strategies)
+
+    label = sub.add_parser("label", help="label real images in a browser, batch by batch, as the model asks")
+    label_sub = label.add_subparsers(dest="label_command", required=True)
+    init = label_sub.add_parser("init", help="create a labelling project from a folder of PNG/JPEG images")
+    init.add_argument("project", help="the project folder (created; holds project.sqlite)")
+    init.add_argument("--images", required=True, help="folder of PNG or JPEG images (searched recursively)")
+    init.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog")
+    init.add_argument("--model", default="mnist_cnn")
+    init.add_argument("--strategy", default="batchbald")
+    init.add_argument("--batch-size", dest="batch_size", type=int, default=10)
+    init.add_argument("--image-size", dest="image_size", type=int, default=28, help="images are resized to this square size")
+    init.add_argument("--rgb", action="store_true", help="keep colour (default: grayscale)")
+    init.add_argument("--mc-samples", dest="mc_samples", type=int, default=20)
+    init.set_defaults(func=cmd_label_init)
+    serve_cmd = label_sub.add_parser("serve", help="serve the labelling page (binds 127.0.0.1; prints the access token)")
+    serve_cmd.add_argument("project")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8765)
+    serve_cmd.add_argument("--token", help="access token (default: a fresh random one)")
+    serve_cmd.set_defaults(func=cmd_label_serve)
+    export = label_sub.add_parser("export", help="write every label")
+    export.add_argument("project")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_label_export)
     return parser
 
 
@@ -234,7 +288,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     warnings.simplefilter("once")
     try:
         return args.func(args)
-    except (ValueError, DataError) as exc:
+    except (ValueError, DataError, FileNotFoundError, FileExistsError) as exc:
         print(f"batchal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,142 @@
+"""The labelling web app (FastAPI): the page and the JSON API it uses.
+
+API (every request needs the access token, as ``Authorization: Bearer TOKEN`` or the
+``batchal_token`` cookie that ``GET /?token=TOKEN`` sets):
+
+- ``GET /api/batch``: ``{"batch_id", "classes", "items": [{"id", "image_url", "label"}]}``,
+  the current batch chosen by the strategy (``label``: the item's current label or null).
+- ``POST /api/labels`` with ``{"id": ITEM_ID, "label": CLASS, "annotator": optional}``:
+  stores the label (committed to SQLite before the answer) -> ``{"ok", "id", "label", "label_id"}``.
+  Relabelling adds to the history; the latest label counts.
+- ``POST /api/next``: retrain in the background and select the next batch -> 202 ``{"state"}``.
+- ``GET /api/status``: counts, training state, accuracy history.
+- ``GET /api/items/{id}/image``: an item's image, by id only.
+
+Errors are 4xx JSON ``{"error": message}``: 400 malformed or invalid input, 401 no or wrong
+token, 404 unknown item.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import secrets
+from importlib import resources
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from batchal.labelling.project import Project
+
+COOKIE = "batchal_token"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(project: Project, token: str) -> FastAPI:
+    app = FastAPI(title="batchal labelling", docs_url=None, redoc_url=None, openapi_url=None)
+    page = resources.files("batchal.labelling").joinpath("page.html").read_text()
+
+    def authorised(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+        return bool(given) and secrets.compare_digest(given.encode(), token.encode())
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if request.url.path == "/" and request.query_params.get("token"):
+            if secrets.compare_digest(request.query_params["token"].encode(), token.encode()):
+                response = RedirectResponse("/", status_code=303)
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+                return response
+            return _error(401, "wrong access token")
+        if not authorised(request):
+            if request.url.path == "/":
+                return HTMLResponse("<h1>401</h1><p>Open the address with the access token that <code>batchal label serve</code> printed.</p>", status_code=401)
+            return _error(401, "missing or wrong access token: send 'Authorization: Bearer TOKEN' or open /?token=TOKEN first")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return _error(400, f"invalid request: {details}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return HTMLResponse(page)
+
+    @app.get("/api/batch")
+    def get_batch():
+        batch_id, items = project.current_batch()
+        labels = project.store.current_labels()
+        return {
+            "batch_id": batch_id,
+            "classes": project.classes,
+            "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": labels.get(i)} for i in items],
+        }
+
+    @app.post("/api/labels")
+    async def post_label(request: Request):
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, 'body must be JSON: {"id": ITEM_ID, "label": CLASS}')
+        if not isinstance(body, dict):
+            return _error(400, 'body must be a JSON object: {"id": ITEM_ID, "label": CLASS}')
+        item_id, label, annotator = body.get("id"), body.get("label"), body.get("annotator")
+        if isinstance(item_id, bool) or not isinstance(item_id, int):
+            return _error(400, f"id must be an integer item id, got {item_id!r}")
+        if not isinstance(label, str):
+            return _error(400, f"label must be a string, one of {', '.join(project.classes)}; got {label!r}")
+        if annotator is not None and (not isinstance(annotator, str) or len(annotator) > 100):
+            return _error(400, "annotator must be a string of at most 100 characters")
+        try:
+            label_id = project.add_label(item_id, label, annotator)
+        except KeyError as exc:
+            return _error(404, str(exc.args[0]))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return {"ok": True, "id": item_id, "label": label, "label_id": label_id}
+
+    @app.post("/api/next", status_code=202)
+    def post_next():
+        return {"state": project.request_next()}
+
+    @app.get("/api/status")
+    def get_status():
+        return project.status()
+
+    @app.get("/api/items/{item_id}/image")
+    def get_image(item_id: int):
+        path = project.image_path(item_id)
+        if path is None:
+            return _error(404, f"no item with id {item_id}")
+        if not path.is_file():
+            return _error(404, f"the image of item {item_id} is no longer on disk")
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+    return app
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def serve(project_dir, host: str = "127.0.0.1", port: int = 8765, token: Optional[str] = None) -> None:
+    import uvicorn
+
+    project = Project(project_dir)
+    token = token or new_token()
+    project.current_batch()
+    print(f"batchal labelling: {project.status()['items']} items, classes {', '.join(project.classes)}", flush=True)
+    print(f"Open http://{host}:{port}/?token={token}", flush=True)
+    uvicorn.run(create_app(project, token), host=host, port=port, log_level="warning")
