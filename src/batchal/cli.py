@@ -189,6 +189,15 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from batchal.report import write_report
+
+    thresholds = _split_list(args.thresholds, float) if args.thresholds else [0.9, 0.95]
+    path = write_report(args.run_dirs, args.out, thresholds)
+    print(f"report written to {path}")
+    return 0
+
+
 def cmd_label_init(args: argparse.Namespace) -> int:
     from batchal.labelling import init_project
 
@@ -254,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     strategies_cmd = sub.add_parser("strategies", help="list the acquisition strategies with their formulas and options")
     strategies_cmd.set_defaults(func=cmd_strategies)
+
+    report = sub.add_parser("report", help="plots and a Markdown summary of finished runs")
+    report.add_argument("run_dirs", nargs="+", help="run folders, or folders holding them")
+    report.add_argument("--out", default="report", help="output folder (default report/)")
+    report.add_argument("--thresholds", help="accuracies for the labels-needed table (default 0.9,0.95)")
+    report.set_defaults(func=cmd_report)
 
     label = sub.add_parser("label", help="label real images in a browser, batch by batch, as the model asks")
     label_sub = label.add_subparsers(dest="label_command", required=True)

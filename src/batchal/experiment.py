@@ -5,7 +5,9 @@ One run = one data set, one strategy, one seed, in one directory:
 - ``results.jsonl``: one JSON object per round, appended atomically (one write + fsync), with
   ``round``, ``labelled`` (labelled-set size the round trained on), ``test_accuracy``,
   ``test_nll``, ``acquired`` (dataset indices), ``acquired_labels``, ``scores``, ``seconds``
-  (``train``, ``score``, ``select``) and, on the last round, ``stop_reason``.
+  (``train``, ``score``, ``select``), ``batch_diagnostics`` (BADGE's log-determinant of the
+  acquired batch's gradient-embedding Gram matrix and mean embedding norm) and, on the last
+  round, ``stop_reason``.
 
 Every random choice of round r is seeded from (seed, r), and the labelled set is rebuilt from
 the file, so running the same command after a kill resumes at the first missing round and the
@@ -25,6 +27,7 @@ from typing import Any, Optional, Protocol
 
 import torch
 
+from batchal.acquisition.badge import batch_diagnostics
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
@@ -269,6 +272,8 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             select_seconds = time.perf_counter() - start
             # Pool positions -> dataset indices before anything is labelled.
             acquired = candidates[selection.indices].tolist()
+            emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
+            row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
             row.update({
                 "acquired": acquired,
                 "acquired_labels": data.train_y[acquired].tolist(),

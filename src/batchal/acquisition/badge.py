@@ -88,3 +88,14 @@ def kmeans_plus_plus(
         scores.append(float(distances_N[newest]))
         available_N[newest] = False
     return indices, scores
+
+
+def batch_diagnostics(log_probs_b_K_C: torch.Tensor, embeddings_b_D: torch.Tensor) -> dict:
+    """BADGE's diagnostics of a chosen batch: log det of its gradient-embedding Gram matrix
+    (diversity and magnitude; None when singular) and the mean embedding norm (uncertainty)."""
+    emb = gradient_embeddings(log_probs_b_K_C, embeddings_b_D)
+    sign, logdet = torch.linalg.slogdet(emb.gram(torch.arange(emb.a_N_C.shape[0])))
+    return {
+        "logdet_gram": float(logdet) if float(sign) > 0 and math.isfinite(float(logdet)) else None,
+        "mean_norm": float(emb.squared_norms_N.sqrt().mean()),
+    }

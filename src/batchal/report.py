@@ -1,0 +1,341 @@
+"""Reports over finished runs: plots (PNG) and a Markdown summary.
+
+``write_report(run_dirs, out_dir, thresholds)`` reads every run folder (``config.json`` +
+``results.jsonl``), groups runs into settings (data set, acquisition size) and strategies, and
+writes:
+
+- ``learning_curves.png``: test accuracy against labels, median and quartile band over seeds;
+- the labels-needed table (BatchBALD's counting: labelled-set size at the first round reaching
+  the threshold, minus b; quartiles over seeds with "nearest" interpolation);
+- ``acquired_labels.png``: entropy of each round's acquired labels and the histogram of
+  acquired classes;
+- ``time_per_round.png``: mean seconds per round split into train, score, select;
+- ``penalty_matrix.png`` and ``normalised_error_cdf.png`` (BADGE's evaluation) when a setting
+  has several strategies and seeds, and ``batch_diagnostics.png`` (log-determinant of the
+  chosen batch's gradient-embedding Gram matrix, mean embedding norm) when recorded;
+- ``report.md`` with the tables and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from batchal.experiment import labels_to_reach, read_results
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    rows: list[dict]
+
+    @property
+    def setting(self) -> str:
+        return f"{self.config['dataset']} b={self.config['acquisition_size']}"
+
+    @property
+    def strategy(self) -> str:
+        return self.config["strategy"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+
+def find_runs(paths: list) -> list[Run]:
+    """Every run folder under the given paths (a path may be a run folder or hold many)."""
+    runs, seen = [], set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ValueError(f"{p}: no such folder")
+        configs = [p / "config.json"] if (p / "config.json").is_file() else sorted(p.rglob("config.json"))
+        for config_path in configs:
+            folder = config_path.parent.resolve()
+            if folder in seen:
+                continue
+            seen.add(folder)
+            rows = read_results(folder / "results.jsonl")
+            if rows:
+                runs.append(Run(folder, json.loads(config_path.read_text()), rows))
+    if not runs:
+        raise ValueError(f"no finished rounds found under {', '.join(map(str, paths))} (expected folders with config.json and results.jsonl)")
+    return runs
+
+
+def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
+    out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        out[run.setting][run.strategy].append(run)
+    return {s: dict(v) for s, v in sorted(out.items())}
+
+
+def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
+    """Label counts common to every seed, and accuracies [seeds, counts]."""
+    counts = sorted(set.intersection(*[{r["labelled"] for r in run.rows} for run in runs]))
+    acc = np.array([[next(r["test_accuracy"] for r in run.rows if r["labelled"] == c) for c in counts] for run in runs])
+    return np.array(counts), acc
+
+
+def labels_needed_quartiles(runs: list[Run], threshold: float) -> tuple[Optional[float], ...]:
+    b = runs[0].config["acquisition_size"]
+    values = [labels_to_reach(run.rows, threshold, b) for run in runs]
+    arr = np.array([math.inf if v is None else v for v in values], dtype=float)
+    return tuple(float(np.percentile(arr, q, method="nearest")) for q in (25, 50, 75))
+
+
+def label_entropy(labels: list[int]) -> float:
+    if not labels:
+        return math.nan
+    counts = np.bincount(labels).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def penalty_matrix(grouped: dict[str, dict[str, list[Run]]], critical: Optional[float] = None) -> tuple[list[str], np.ndarray, int]:
+    """BADGE's pairwise penalty matrix: P[i, j] += 1 / (number of checkpoints) for every setting
+    and checkpoint where strategy i beats j by a two-sided paired t-test over seeds (|t| above the
+    95% critical value, e.g. 2.776 for 5 seeds). Returns (strategies, P, settings used)."""
+    from scipy import stats
+
+    names = sorted({s for strategies in grouped.values() for s in strategies})
+    P = np.zeros((len(names), len(names)))
+    used = 0
+    for strategies in grouped.values():
+        present = [s for s in names if s in strategies]
+        if len(present) < 2:
+            continue
+        seeds = set.intersection(*[{r.seed for r in strategies[s]} for s in present])
+        if len(seeds) < 2:
+            continue
+        curves = {}
+        for s in present:
+            runs = sorted((r for r in strategies[s] if r.seed in seeds), key=lambda r: r.seed)
+            curves[s] = curve(runs)
+        counts = sorted(set.intersection(*[set(c.tolist()) for c, _ in curves.values()]))
+        if not counts:
+            continue
+        used += 1
+        t_crit = critical if critical is not None else float(stats.t.ppf(0.975, len(seeds) - 1))
+        for i, a in enumerate(names):
+            for j, b in enumerate(names):
+                if a == b or a not in curves or b not in curves:
+                    continue
+                for c in counts:
+                    acc_a = curves[a][1][:, list(curves[a][0]).index(c)]
+                    acc_b = curves[b][1][:, list(curves[b][0]).index(c)]
+                    diff = acc_a - acc_b
+                    sd = diff.std(ddof=1)
+                    if sd == 0:
+                        t = math.inf if diff.mean() > 0 else 0.0
+                    else:
+                        t = diff.mean() / (sd / math.sqrt(len(diff)))
+                    if t > t_crit:
+                        P[i, j] += 1 / len(counts)
+    return names, P, used
+
+
+def normalised_errors(grouped: dict[str, dict[str, list[Run]]], baseline: str = "random") -> dict[str, list[float]]:
+    """Error / the baseline's error at the same setting and label count (mean over seeds)."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for strategies in grouped.values():
+        if baseline not in strategies:
+            continue
+        base_counts, base_acc = curve(strategies[baseline])
+        base_err = dict(zip(base_counts.tolist(), 1 - base_acc.mean(0)))
+        for s, runs in strategies.items():
+            counts, acc = curve(runs)
+            for c, e in zip(counts.tolist(), 1 - acc.mean(0)):
+                if c in base_err and base_err[c] > 0:
+                    out[s].append(float(e / base_err[c]))
+    return dict(out)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "not reached" if v is None or math.isinf(v) else f"{v:.0f}"
+
+
+def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), title: str = "batchal report") -> Path:
+    plt = _plt()
+    runs = find_runs(list(paths))
+    grouped = group(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", "", f"{len(runs)} runs in {len(grouped)} setting(s).", ""]
+    settings = list(grouped)
+    colors = {}
+    palette = plt.get_cmap("tab10").colors
+    for s in sorted({r.strategy for r in runs}):
+        colors[s] = palette[len(colors) % len(palette)]
+
+    # Learning curves.
+    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for strategy, srs in sorted(grouped[setting].items()):
+            counts, acc = curve(srs)
+            q25, q50, q75 = np.percentile(acc, [25, 50, 75], axis=0)
+            ax.plot(counts, q50, label=f"{strategy} ({len(srs)} seeds)", color=colors[strategy])
+            ax.fill_between(counts, q25, q75, alpha=0.2, color=colors[strategy])
+        ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
+    md += ["## Learning curves", "", "Median over seeds, band from the 25th to the 75th percentile.", "", "![learning curves](learning_curves.png)", ""]
+
+    # Labels needed.
+    md += ["## Labels needed to reach an accuracy", "",
+           "Labelled-set size (initial set included) at the first round reaching the threshold, minus b "
+           "(BatchBALD's Table 1 counting); 25% / median / 75% over seeds, nearest-rank.", ""]
+    head = ["setting", "strategy", "seeds"] + [f"{t:.0%} acc" for t in thresholds] + ["final labels", "final accuracy (median)"]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table_rows = []
+    for setting in settings:
+        for strategy, srs in sorted(grouped[setting].items()):
+            cells = [setting, strategy, str(len(srs))]
+            entry = {"setting": setting, "strategy": strategy, "seeds": len(srs)}
+            for t in thresholds:
+                q = labels_needed_quartiles(srs, t)
+                cells.append(" / ".join(_fmt(v) for v in q))
+                entry[f"labels_to_{t}"] = [None if math.isinf(v) else v for v in q]
+            finals = [r.rows[-1]["test_accuracy"] for r in srs]
+            cells += [str(srs[0].rows[-1]["labelled"]), f"{np.median(finals):.4f}"]
+            md.append("| " + " | ".join(cells) + " |")
+            table_rows.append(entry)
+    md.append("")
+    (out / "labels_needed.json").write_text(json.dumps(table_rows, indent=1))
+
+    # Acquired labels: entropy per round and class histogram.
+    fig, axes = plt.subplots(2, len(settings), figsize=(6.5 * len(settings), 8), squeeze=False)
+    for col, setting in enumerate(settings):
+        ax_e, ax_h = axes[0][col], axes[1][col]
+        strategies = sorted(grouped[setting])
+        num_classes = 1 + max((max(r["acquired_labels"]) for srs in grouped[setting].values() for run in srs for r in run.rows if r["acquired_labels"]), default=0)
+        width = 0.8 / max(1, len(strategies))
+        for k, strategy in enumerate(strategies):
+            srs = grouped[setting][strategy]
+            rounds = min(len(run.rows) for run in srs)
+            ent = np.array([[label_entropy(run.rows[i]["acquired_labels"]) for i in range(rounds)] for run in srs])
+            labelled = [srs[0].rows[i]["labelled"] for i in range(rounds)]
+            valid = ~np.isnan(ent).all(0)
+            if valid.any():
+                ax_e.plot(np.array(labelled)[valid], np.nanmedian(ent[:, valid], axis=0), marker=".", label=strategy, color=colors[strategy])
+            hist = np.zeros(num_classes)
+            for run in srs:
+                for r in run.rows:
+                    for c in r["acquired_labels"]:
+                        hist[c] += 1
+            ax_h.bar(np.arange(num_classes) + k * width, hist / max(1, hist.sum()), width=width, label=strategy, color=colors[strategy])
+        b = grouped[setting][strategies[0]][0].config["acquisition_size"]
+        ax_e.axhline(math.log(min(b, num_classes)), ls="--", color="grey", lw=1, label="uniform over classes")
+        ax_e.set(title=f"{setting}: diversity of each acquired batch", xlabel="labelled examples (before the acquisition)", ylabel="entropy of acquired labels (nats)")
+        ax_h.set(title=f"{setting}: acquired classes (all rounds, all seeds)", xlabel="class", ylabel="fraction of acquisitions")
+        for ax in (ax_e, ax_h):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "acquired_labels.png", dpi=120)
+    plt.close(fig)
+    md += ["## What was acquired", "", "Entropy of each acquired batch's true labels (higher = more diverse) and the class histogram.", "",
+           "![acquired labels](acquired_labels.png)", ""]
+
+    # Time per round.
+    names = sorted({r.strategy for r in runs})
+    parts = ("train", "score", "select")
+    means = {p: [np.mean([r["seconds"][p] for run in runs if run.strategy == s for r in run.rows if r["acquired"]] or [0.0]) for s in names] for p in parts}
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
+    bottom = np.zeros(len(names))
+    for p, color in zip(parts, ("#4c72b0", "#dd8452", "#55a868")):
+        ax.bar(names, means[p], bottom=bottom, label=p, color=color)
+        bottom += np.array(means[p])
+    ax.set(ylabel="seconds per round (mean)", title="time per acquisition round")
+    ax.legend()
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(out / "time_per_round.png", dpi=120)
+    plt.close(fig)
+    md += ["## Time per round", "", "| strategy | train s | score s | select s |", "|---|---|---|---|"]
+    md += [f"| {s} | {means['train'][i]:.1f} | {means['score'][i]:.1f} | {means['select'][i]:.2f} |" for i, s in enumerate(names)]
+    md += ["", "![time per round](time_per_round.png)", ""]
+
+    # BADGE's evaluation across settings.
+    names_p, P, used = penalty_matrix(grouped)
+    if used:
+        fig, ax = plt.subplots(figsize=(max(6.5, 1.5 + 0.9 * len(names_p)), max(5.5, 2 + 0.75 * len(names_p))))
+        im = ax.imshow(P, cmap="viridis")
+        ax.set_xticks(range(len(names_p)), names_p, rotation=45, ha="right")
+        ax.set_yticks(range(len(names_p)), names_p)
+        for i in range(len(names_p)):
+            for j in range(len(names_p)):
+                ax.text(j, i, f"{P[i, j]:.2f}", ha="center", va="center", color="w" if P[i, j] < P.max() / 2 else "k", fontsize=8)
+        ax.set_xticks(range(len(names_p)), [f"{n}\n(mean {m:.2f})" for n, m in zip(names_p, P.mean(0))], rotation=45, ha="right")
+        ax.set(title=f"Pairwise penalty matrix over {used} setting(s)\nP[i, j]: how often row i beats column j", xlabel="column (mean: lower is better)", ylabel="row")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.tight_layout()
+        fig.savefig(out / "penalty_matrix.png", dpi=120)
+        plt.close(fig)
+        col_means = P.mean(0)
+        md += ["## Pairwise penalty matrix (BADGE)", "",
+               "P[i, j] adds 1/(checkpoints) for each setting and label checkpoint where strategy i beats j in a two-sided paired "
+               "t-test over seeds at 95%. Column means: lower is better.", "",
+               "| strategy | column mean |", "|---|---|"] + [f"| {n} | {m:.3f} |" for n, m in sorted(zip(names_p, col_means), key=lambda x: x[1])]
+        md += ["", "![penalty matrix](penalty_matrix.png)", ""]
+    errors = normalised_errors(grouped)
+    if errors:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for s, values in sorted(errors.items()):
+            v = np.sort(values)
+            ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=s, color=colors.get(s))
+        ax.set(xlabel="normalised error (error / random's error)", ylabel="cumulative fraction of (setting, checkpoint)", title="CDF of normalised errors")
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "normalised_error_cdf.png", dpi=120)
+        plt.close(fig)
+        md += ["## Normalised error CDF (BADGE)", "", "Error divided by random's at the same setting and label count; curves further left and up are better.", "",
+               "![normalised error CDF](normalised_error_cdf.png)", ""]
+    diag = [(run, r) for run in runs for r in run.rows if r.get("batch_diagnostics")]
+    if diag:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for s in names:
+            points = [(r["labelled"], r["batch_diagnostics"]["logdet_gram"], r["batch_diagnostics"]["mean_norm"]) for run, r in diag if run.strategy == s]
+            if not points:
+                continue
+            by_count = defaultdict(list)
+            for c, ld, mn in points:
+                by_count[c].append((ld, mn))
+            xs = sorted(by_count)
+            finite = lambda vals: [v for v in vals if v is not None and math.isfinite(v)]
+            ld_med = [np.median(finite([v[0] for v in by_count[c]]) or [np.nan]) for c in xs]
+            mn_med = [np.median([v[1] for v in by_count[c]]) for c in xs]
+            axes[0].plot(xs, ld_med, label=s, color=colors[s])
+            axes[1].plot(xs, mn_med, label=s, color=colors[s])
+        axes[0].set(xlabel="labelled examples", ylabel="log det of the batch's gradient-embedding Gram matrix", title="batch diversity")
+        axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title="batch uncertainty")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "batch_diagnostics.png", dpi=120)
+        plt.close(fig)
+        md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
+    md += ["## Runs", ""] + [f"- `{run.path}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"

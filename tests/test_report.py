@@ -1,0 +1,96 @@
+"""Reports: tables against hand-computed values on synthetic runs, every plot written."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from batchal.cli import main
+from batchal.experiment import append_row
+from batchal.report import find_runs, group, label_entropy, labels_needed_quartiles, normalised_errors, penalty_matrix, write_report
+
+
+def fake_run(root, dataset, strategy, seed, accuracies, b=10, initial=20, classes=10):
+    folder = root / dataset / f"{strategy}-b{b}-seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dataset": dataset, "strategy": strategy, "seed": seed, "acquisition_size": b}))
+    for i, acc in enumerate(accuracies):
+        last = i == len(accuracies) - 1
+        labels = [] if last else [(seed + i + k) % classes for k in range(b)] if strategy != "bald" else [i % classes] * b
+        append_row(folder / "results.jsonl", {
+            "round": i, "labelled": initial + b * i, "test_accuracy": acc, "test_nll": 1 - acc,
+            "acquired": [] if last else list(range(b)), "acquired_labels": labels, "scores": [0.0] * len(labels),
+            "seconds": {"train": 1.0, "score": 2.0 if strategy != "random" else 0.0, "select": 0.5},
+            "batch_diagnostics": None if last else {"logdet_gram": -10.0 + i, "mean_norm": 1.0 / (i + 1)},
+            **({"stop_reason": "budget"} if last else {}),
+        })
+    return folder
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        base = np.linspace(0.5, 0.95, 8)
+        fake_run(tmp_path, "mnist", "good", seed, np.clip(base + 0.03 + 0.002 * rng.standard_normal(8), 0, 1))
+        fake_run(tmp_path, "mnist", "random", seed, np.clip(base + 0.002 * rng.standard_normal(8), 0, 1))
+        fake_run(tmp_path, "mnist", "bald", seed, np.clip(base - 0.05 + 0.002 * rng.standard_normal(8), 0, 1))
+    return tmp_path
+
+
+def test_labels_needed_uses_nearest_rank_quartiles_and_the_papers_counting(tmp_path):
+    # Seeds reach 90% at labelled = 40, 50, 60, 70 and never: minus b = 10.
+    for seed, first in enumerate([2, 3, 4, 5, None]):
+        acc = [0.5] * 8
+        if first is not None:
+            acc[first:] = [0.91] * (8 - first)
+        fake_run(tmp_path, "mnist", "s", seed, acc)
+    runs = find_runs([tmp_path])
+    q = labels_needed_quartiles(runs, 0.9)
+    assert q == (40.0, 50.0, 60.0)  # nearest rank over [30, 40, 50, 60, inf]
+    assert labels_needed_quartiles(runs, 0.95) == (math.inf, math.inf, math.inf)
+
+
+def test_penalty_matrix_counts_significant_wins(study):
+    names, P, used = penalty_matrix(group(find_runs([study])))
+    assert used == 1
+    i = {n: k for k, n in enumerate(names)}
+    assert P[i["good"], i["random"]] == pytest.approx(1.0)  # wins at every checkpoint
+    assert P[i["random"], i["bald"]] == pytest.approx(1.0)
+    assert P[i["bald"], i["good"]] == 0 and P[i["random"], i["good"]] == 0
+    assert np.all(np.diag(P) == 0)
+
+
+def test_normalised_errors_against_random(study):
+    errors = normalised_errors(group(find_runs([study])))
+    assert all(abs(e - 1) < 0.2 for e in errors["random"])
+    assert np.median(errors["good"]) < 1 < np.median(errors["bald"])
+
+
+def test_label_entropy():
+    assert label_entropy([1, 1, 1]) == 0
+    assert label_entropy([0, 1, 2, 3]) == pytest.approx(math.log(4))
+
+
+def test_report_writes_every_plot_and_table(study, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(study), "--out", str(out), "--thresholds", "0.8,0.9"]) == 0
+    for name in ("learning_curves.png", "acquired_labels.png", "time_per_round.png", "penalty_matrix.png",
+                 "normalised_error_cdf.png", "batch_diagnostics.png", "report.md", "labels_needed.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    text = (out / "report.md").read_text()
+    assert "| mnist b=10 | good | 5 |" in text and "80% acc" in text and "column mean" in text
+
+
+def test_report_on_a_real_tiny_run(tmp_path):
+    assert main(["run", "--dataset", "digits", "--strategy", "badge,random", "--seeds", "0,1", "--acquisition-size", "5",
+                 "--initial-size", "10", "--budget", "20", "--mc-samples", "3", "--validation-size", "50", "--max-epochs", "1",
+                 "--epoch-samples", "64", "--out", str(tmp_path / "runs")]) == 0
+    path = write_report([tmp_path / "runs"], tmp_path / "rep", [0.5])
+    assert "badge" in path.read_text() and (tmp_path / "rep" / "batch_diagnostics.png").is_file()
+
+
+def test_report_refuses_an_empty_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no finished rounds" in capsys.readouterr().err
