@@ -209,10 +209,17 @@ def cmd_label_init(args: argparse.Namespace) -> int:
 
 def cmd_label_serve(args: argparse.Namespace) -> int:
     try:
-        from batchal.labelling.app import serve
+        from batchal.labelling import Project
+        from batchal.labelling.app import new_token, serve
     except ImportError as exc:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
-    serve(args.project, host=args.host, port=args.port, token=args.token)
+    project = Project(args.project)
+    token = args.token or new_token()
+    status = project.status()
+    print(f"batchal labelling: {status['items']} items ({status['labelled']} labelled), classes {', '.join(project.classes)}, "
+          f"strategy {status['strategy']}", flush=True)
+    print(f"Open http://{args.host}:{args.port}/?token={token}", flush=True)
+    serve(project, token, host=args.host, port=args.port)
     return 0
 
 

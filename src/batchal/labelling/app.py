@@ -131,12 +131,9 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-def serve(project_dir, host: str = "127.0.0.1", port: int = 8765, token: Optional[str] = None) -> None:
+def serve(project: Project, token: str, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve the app until interrupted (uvicorn)."""
     import uvicorn
 
-    project = Project(project_dir)
-    token = token or new_token()
     project.current_batch()
-    print(f"batchal labelling: {project.status()['items']} items, classes {', '.join(project.classes)}", flush=True)
-    print(f"Open http://{host}:{port}/?token={token}", flush=True)
     uvicorn.run(create_app(project, token), host=host, port=port, log_level="warning")

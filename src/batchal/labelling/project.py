@@ -10,9 +10,8 @@ labelled items (every 5th, by item id), which also drives early stopping.
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
-import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -162,7 +161,7 @@ class Project:
             self.state = "idle"
         except Exception as exc:  # reported on the page and in /api/status, never silently retried
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
+            logging.getLogger(__name__).exception("retraining or selection failed")
 
     def _pool(self, labels: dict[int, str]) -> list[int]:
         ids, _ = self.features()

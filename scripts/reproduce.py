@@ -1,0 +1,93 @@
+"""Reproduce the papers' experiments with batchal, resumably, and write their reports.
+
+Usage: python scripts/reproduce.py STUDY [--data-dir ../shared/data] [--out results] [--seeds 0,1,2]
+
+Studies (each a list of `batchal run` configurations; the CPU protocol is stated in
+results/README.md next to every deviation from the papers):
+  mnist           BatchBALD paper, MNIST b=10: batchbald, bald, random to 300 labels.
+  repeated-mnist  Repeated MNIST b=10: batchbald, bald, random, variation_ratios, mean_std.
+  mnist-sweep     MNIST acquisition-size sweep: batchbald and bald at b = 5, 10, 40.
+  badge-study     BADGE comparison on letter (MLP), fashion-mnist and digits, two batch sizes.
+
+Every run appends to its own results.jsonl, so stopping and rerunning the same command
+continues where it stopped. The report goes to OUT/STUDY/report/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from batchal.data import load_dataset
+from batchal.experiment import ExperimentConfig, run_experiment
+from batchal.report import write_report
+from batchal.training import TrainConfig
+
+# CPU protocol shared by the MNIST studies: the paper's model, training and counting, but a
+# random 5,000-point pool subsample per round and fewer MC samples (see results/README.md).
+MNIST_CPU = dict(pool_subsample=5_000, mc_samples=50, test_mc_samples=10, initial_size=20, budget=300)
+
+BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp", "margin", "entropy", "least_confidence", "random"]
+
+
+def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
+    if name == "mnist":
+        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, **MNIST_CPU)
+                for seed in seeds for s in ("batchbald", "bald", "random")]
+    if name == "repeated-mnist":
+        # The paper's K = 10 for Repeated MNIST; 40 epochs at most.
+        return [ExperimentConfig(dataset="repeated-mnist", strategy=s, acquisition_size=10, seed=seed,
+                                 **{**MNIST_CPU, "mc_samples": 10}, train=TrainConfig(max_epochs=40))
+                for seed in seeds for s in ("batchbald", "bald", "random", "variation_ratios", "mean_std")]
+    if name == "mnist-sweep":
+        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=b, seed=seed, **MNIST_CPU)
+                for seed in seeds for b in (5, 10, 40) for s in ("batchbald", "bald")]
+    if name == "badge-study":
+        # BADGE's protocol: 100 random initial labels (class-balanced here), fresh model each round.
+        settings = [("letter", (50, 200), 1_000), ("fashion-mnist", (50, 200), 1_000), ("digits", (20, 50), 300)]
+        configs = []
+        for seed in seeds:
+            for dataset, sizes, budget in settings:
+                for b in sizes:
+                    for s in BADGE_STRATEGIES:
+                        configs.append(ExperimentConfig(
+                            dataset=dataset, strategy=s, acquisition_size=b, seed=seed, initial_size=100 if dataset != "digits" else 20,
+                            budget=budget, mc_samples=20, test_mc_samples=10, num_samples=20_000,
+                            pool_subsample=5_000, validation_size=None, model="mlp",
+                        ))
+        return configs
+    raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep or badge-study")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = Path(args.out) / args.study
+    configs = study(args.study, seeds)
+    if not args.report_only:
+        cache = {}
+        for n, config in enumerate(configs, 1):
+            config.data_dir = args.data_dir
+            key = (config.dataset, config.copies)
+            if key not in cache:
+                cache.clear()
+                cache[key] = load_dataset(config.dataset, args.data_dir, copies=config.copies)
+            run_dir = root / "runs" / config.dataset / f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}"
+            start = time.time()
+            rows = run_experiment(config, run_dir, data=cache[key])
+            print(f"[{n}/{len(configs)}] {run_dir}: {len(rows)} rounds, final accuracy {rows[-1]['test_accuracy']:.4f} "
+                  f"({time.time() - start:.0f} s this call)", flush=True)
+    thresholds = [0.9, 0.95] if "mnist" in args.study else [0.6, 0.7, 0.8]
+    print("report:", write_report([root / "runs"], root / "report", thresholds, title=f"batchal reproduction: {args.study}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
