@@ -166,6 +166,17 @@ def _plt():
     return plt
 
 
+def _save(fig, axes, path: Path, plt) -> None:
+    """Grid and legend on every axis, tight layout, PNG at 120 dpi, figure closed."""
+    for ax in np.atleast_1d(axes).flat:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _fmt(v: Optional[float]) -> str:
     return "not reached" if v is None or math.isinf(v) else f"{v:.0f}"
 
@@ -192,11 +203,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             ax.plot(counts, q50, label=f"{strategy} ({len(srs)} seeds)", color=colors[strategy])
             ax.fill_between(counts, q25, q75, alpha=0.2, color=colors[strategy])
         ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=120)
-    plt.close(fig)
+    _save(fig, axes, out / "learning_curves.png", plt)
     md += ["## Learning curves", "", "Median over seeds, band from the 25th to the 75th percentile.", "", "![learning curves](learning_curves.png)", ""]
 
     # Labels needed.
@@ -246,12 +253,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         ax_e.axhline(math.log(min(b, num_classes)), ls="--", color="grey", lw=1, label="uniform over classes")
         ax_e.set(title=f"{setting}: diversity of each acquired batch", xlabel="labelled examples (before the acquisition)", ylabel="entropy of acquired labels (nats)")
         ax_h.set(title=f"{setting}: acquired classes (all rounds, all seeds)", xlabel="class", ylabel="fraction of acquisitions")
-        for ax in (ax_e, ax_h):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "acquired_labels.png", dpi=120)
-    plt.close(fig)
+    _save(fig, axes, out / "acquired_labels.png", plt)
     md += ["## What was acquired", "", "Entropy of each acquired batch's true labels (higher = more diverse) and the class histogram.", "",
            "![acquired labels](acquired_labels.png)", ""]
 
@@ -265,11 +267,8 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         ax.bar(names, means[p], bottom=bottom, label=p, color=color)
         bottom += np.array(means[p])
     ax.set(ylabel="seconds per round (mean)", title="time per acquisition round")
-    ax.legend()
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(out / "time_per_round.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, out / "time_per_round.png", plt)
     md += ["## Time per round", "", "| strategy | train s | score s | select s |", "|---|---|---|---|"]
     md += [f"| {s} | {means['train'][i]:.1f} | {means['score'][i]:.1f} | {means['select'][i]:.2f} |" for i, s in enumerate(names)]
     md += ["", "![time per round](time_per_round.png)", ""]
@@ -287,6 +286,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         ax.set_xticks(range(len(names_p)), [f"{n}\n(mean {m:.2f})" for n, m in zip(names_p, P.mean(0))], rotation=45, ha="right")
         ax.set(title=f"Pairwise penalty matrix over {used} setting(s)\nP[i, j]: how often row i beats column j", xlabel="column (mean: lower is better)", ylabel="row")
         fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.grid(False)
         fig.tight_layout()
         fig.savefig(out / "penalty_matrix.png", dpi=120)
         plt.close(fig)
@@ -304,11 +304,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=s, color=colors.get(s))
         ax.set(xlabel="normalised error (error / random's error)", ylabel="cumulative fraction of (setting, checkpoint)", title="CDF of normalised errors")
         ax.axvline(1.0, color="grey", ls="--", lw=1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "normalised_error_cdf.png", dpi=120)
-        plt.close(fig)
+        _save(fig, ax, out / "normalised_error_cdf.png", plt)
         md += ["## Normalised error CDF (BADGE)", "", "Error divided by random's at the same setting and label count; curves further left and up are better.", "",
                "![normalised error CDF](normalised_error_cdf.png)", ""]
     diag = [(run, r) for run in runs for r in run.rows if r.get("batch_diagnostics")]
@@ -329,12 +325,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             axes[1].plot(xs, mn_med, label=s, color=colors[s])
         axes[0].set(xlabel="labelled examples", ylabel="log det of the batch's gradient-embedding Gram matrix", title="batch diversity")
         axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title="batch uncertainty")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "batch_diagnostics.png", dpi=120)
-        plt.close(fig)
+        _save(fig, axes, out / "batch_diagnostics.png", plt)
         md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
     md += ["## Runs", ""] + [f"- `{run.path}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
     (out / "report.md").write_text("\n".join(md) + "\n")
