@@ -41,7 +41,7 @@ def test_three_rounds_on_digits_end_to_end(tmp_path, strategy):
     assert len(set(acquired)) == 10
     for r in rows[:-1]:
         assert r["acquired_labels"] == data.train_y[r["acquired"]].tolist()
-        assert len(r["scores"]) == 5 and set(r["seconds"]) == {"train", "score", "select"}
+        assert len(r["scores"]) == 5 and set(r["seconds"]) == {"train", "evaluate", "score", "select"}
         assert 0 <= r["test_accuracy"] <= 1 and r["test_nll"] > 0
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["dataset"] == "digits" and config["strategy"] == strategy and config["acquisition_size"] == 5

@@ -67,7 +67,7 @@ class _Bars:
             self.rounds.set_postfix(labelled=row["labelled"], acc=f"{row['test_accuracy']:.3f}")
         else:
             print(f"{self.label} round {row['round']}: {row['labelled']} labels, test accuracy {row['test_accuracy']:.4f}, "
-                  f"NLL {row['test_nll']:.4f}; seconds train {s['train']:.1f} score {s['score']:.1f} select {s['select']:.1f}", flush=True)
+                  f"NLL {row['test_nll']:.4f}; seconds train {s['train']:.1f} evaluate {s.get('evaluate', 0):.1f} score {s['score']:.1f} select {s['select']:.1f}", flush=True)
 
     def close(self) -> None:
         if self.rounds is not None:

@@ -5,7 +5,7 @@ One run = one data set, one strategy, one seed, in one directory:
 - ``results.jsonl``: one JSON object per round, appended atomically (one write + fsync), with
   ``round``, ``labelled`` (labelled-set size the round trained on), ``test_accuracy``,
   ``test_nll``, ``acquired`` (dataset indices), ``acquired_labels``, ``scores``, ``seconds``
-  (``train``, ``score``, ``select``), ``batch_diagnostics`` (BADGE's log-determinant of the
+  (``train``, ``evaluate``, ``score``, ``select``), ``batch_diagnostics`` (BADGE's log-determinant of the
   acquired batch's gradient-embedding Gram matrix and mean embedding norm) and, on the last
   round, ``stop_reason``.
 
@@ -241,12 +241,14 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
                 on_epoch=progress.epoch_done if progress else None,
             )
         train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
         metrics = evaluate(model, data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
                            seed=_round_seed(config.seed, round_, 3), device=device)
+        evaluate_seconds = time.perf_counter() - start
         row = {
             "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],
             "acquired": [], "acquired_labels": [], "scores": [],
-            "seconds": {"train": train_seconds, "score": 0.0, "select": 0.0},
+            "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": 0.0, "select": 0.0},
         }
         stop = None
         if len(labelled) >= config.budget:
@@ -278,7 +280,7 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
                 "acquired": acquired,
                 "acquired_labels": data.train_y[acquired].tolist(),
                 "scores": selection.scores.tolist(),
-                "seconds": {"train": train_seconds, "score": score_seconds, "select": select_seconds},
+                "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": score_seconds, "select": select_seconds},
             })
             labelled.extend(acquired)
             acquired_set = set(acquired)
