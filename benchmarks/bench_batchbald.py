@@ -48,8 +48,8 @@ def mnist_log_probs(N: int, K: int, seed: int = 0) -> torch.Tensor:
     rest = torch.randperm(len(data.train_y), generator=g)
     validation = rest[:1024]
     pool = rest[1024 : 1024 + N]
-    model = create_model("mnist_cnn", data.input_shape, data.num_classes)
     torch.manual_seed(seed)
+    model = create_model("mnist_cnn", data.input_shape, data.num_classes)
     train_model(model, data.train_x[labelled], data.train_y[labelled], data.train_x[validation], data.train_y[validation], TrainConfig())
     return batchal.predict_log_probs(model, data.train_x[pool], K, 500, seed=seed).double()
 
