@@ -13,8 +13,9 @@ from conftest import random_log_probs
 
 
 def enumerated_joint_entropy(log_probs_n_K_C: torch.Tensor) -> float:
-    """H(y_1..y_n) by listing every label configuration: p(y) = mean_k prod_i p_i(y_i | w_k)."""
-    probs = log_probs_n_K_C.double().exp()
+    """H(y_1..y_n) by listing every label configuration: p(y) = mean_k prod_i p_i(y_i | w_k)
+    (float32 inputs renormalised in float64)."""
+    probs = log_probs_n_K_C.double().softmax(-1)
     n, K, C = probs.shape
     total = 0.0
     for config in itertools.product(range(C), repeat=n):
@@ -78,6 +79,31 @@ def test_lazy_and_plain_greedy_pick_the_same_points_in_the_exact_regime(seed):
     assert lazy.info["evaluations"] < plain.info["evaluations"]
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("lazy", [True, False])
+def test_float32_screening_gives_the_float64_picks_and_scores(seed, lazy):
+    lp = random_log_probs(300, 15, 4, seed, scale=1.2)
+    args = dict(log_probs_N_K_C=lp, num_samples=4**5, lazy=lazy, seed=0)
+    screened = batchal.select("batchbald", 6, screen=True, **args)
+    full = batchal.select("batchbald", 6, screen=False, **args)
+    assert screened.indices.tolist() == full.indices.tolist()
+    assert torch.allclose(screened.scores, full.scores, atol=1e-12, rtol=0)
+
+
+def test_float32_error_is_far_below_the_screening_tolerance():
+    from batchal.acquisition.batchbald import SCREEN_TOLERANCE
+
+    for n, num_samples in ((3, 10**4), (6, 20_000)):
+        chosen = random_log_probs(n, 50, 10, 31, scale=1.0).double().softmax(-1)
+        joint = _JointProbabilities(50, num_samples, torch.float64, torch.device("cpu"), torch.Generator().manual_seed(0))
+        for p in chosen:
+            joint.add(p)
+        candidates = random_log_probs(40, 50, 10, 32, scale=1.0).double().softmax(-1)
+        h64 = joint.conditional_entropies(candidates)
+        h32 = joint.conditional_entropies(candidates.float())
+        assert float((h64 - h32).abs().max()) < SCREEN_TOLERANCE / 10
+
+
 def test_small_memory_budget_gives_the_same_picks():
     lp = random_log_probs(120, 8, 4, 3)
     wide = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0)
@@ -111,7 +137,7 @@ def test_batch_scores_grow_and_stay_under_log_k():
 
 
 def joint_states(n, K, C, num_samples_list, seed=21, draw=0):
-    chosen = random_log_probs(n, K, C, seed, scale=1.0).double().exp()
+    chosen = random_log_probs(n, K, C, seed, scale=1.0).double().softmax(-1)
     states = [_JointProbabilities(K, m, torch.float64, torch.device("cpu"), torch.Generator().manual_seed(draw)) for m in num_samples_list]
     for p in chosen:
         for state in states:
@@ -124,7 +150,7 @@ def test_sampled_estimator_agrees_with_exact():
     n, K, C = 6, 20, 6
     exact, sampled = joint_states(n, K, C, [C**n, 20_000])
     assert not exact.sampled and sampled.sampled
-    candidates = random_log_probs(30, K, C, 22, scale=1.0).double().exp()
+    candidates = random_log_probs(30, K, C, 22, scale=1.0).double().softmax(-1)
     assert sampled.entropy == pytest.approx(exact.entropy, abs=0.05)
     truth = exact.joint_entropies(candidates)
     error = (sampled.joint_entropies(candidates) - truth).abs()

@@ -193,7 +193,7 @@ def test_num_samples_below_k_refused():
         batchal.select("batchbald", 2, num_samples=4, **inputs())
 
 
-@pytest.mark.parametrize("option, value", [("num_samples", 0), ("lazy", "yes"), ("dtype", "float16"), ("memory_bytes", -1)])
+@pytest.mark.parametrize("option, value", [("num_samples", 0), ("lazy", "yes"), ("screen", 1), ("dtype", "float16"), ("memory_bytes", -1)])
 def test_bad_batchbald_options_refused(option, value):
     with pytest.raises(ValueError, match=option):
         batchal.select("batchbald", 2, **{option: value}, **inputs())

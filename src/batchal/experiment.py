@@ -29,7 +29,7 @@ import torch
 
 from batchal.acquisition.badge import batch_diagnostics
 from batchal.acquisition.registry import get_strategy, select, strategies
-from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.bayesian.predict import FeatureLayerError, predict_embeddings, predict_log_probs
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
 from batchal.models import create_model, default_model, model_names
 from batchal.training import TrainConfig, evaluate, train_model
@@ -274,8 +274,11 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             select_seconds = time.perf_counter() - start
             # Pool positions -> dataset indices before anything is labelled.
             acquired = candidates[selection.indices].tolist()
-            emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
-            row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
+            try:
+                emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
+                row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
+            except FeatureLayerError:  # a user model without a last linear layer on its output path
+                row["batch_diagnostics"] = None
             row.update({
                 "acquired": acquired,
                 "acquired_labels": data.train_y[acquired].tolist(),

@@ -211,6 +211,7 @@ def _batchbald(
     num_samples: int = 40_000,
     lazy: bool = True,
     dtype=torch.float64,
+    screen: bool = True,
     memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES,
 ):
     _check_num_samples(inputs, num_samples)
@@ -221,6 +222,7 @@ def _batchbald(
         generator=inputs.generator,
         dtype=dtype,
         lazy=lazy,
+        screen=screen,
         memory_bytes=memory_bytes,
         progress=inputs.progress,
     )
@@ -294,6 +296,7 @@ register(Strategy(
         "num_samples": lambda v: check_positive_int(v, "num_samples"),
         "lazy": _check_bool("lazy"),
         "dtype": _check_dtype,
+        "screen": _check_bool("screen"),
         "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
     },
 ))

@@ -97,6 +97,10 @@ def predict_log_probs(
     return out
 
 
+class FeatureLayerError(RuntimeError):
+    """The model's feature layer did not run exactly once in a forward pass."""
+
+
 def last_linear_layer(model: nn.Module) -> nn.Linear:
     """The last ``nn.Linear`` in the model's module order: its input is the penultimate features."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -133,7 +137,7 @@ def predict_embeddings(
                 captured.clear()
                 logits = model(x.to(device))
                 if len(captured) != 1:
-                    raise RuntimeError(f"the feature layer ran {len(captured)} times in one forward pass; expected once")
+                    raise FeatureLayerError(f"the feature layer ran {len(captured)} times in one forward pass; expected once (pass layer=)")
                 features.append(captured[0])
                 log_probs.append(F.log_softmax(logits.float(), dim=1).cpu()[:, None, :])
                 done += x.shape[0]
