@@ -21,7 +21,7 @@ from batchal.data.files import DataError
 from batchal.experiment import ExperimentConfig, labels_to_reach, run_experiment
 from batchal.training import TrainConfig
 
-# `batchal run` with no arguments: the README's main job, a few minutes on 2 cores.
+# `batchal run` with no arguments: the README's main job, about a minute on 2 cores.
 MAIN_JOB = {
     "dataset": "repeated-digits",
     "strategies": ["batchbald", "bald", "random"],
@@ -29,7 +29,7 @@ MAIN_JOB = {
     "acquisition_size": 10,
     "initial_size": 20,
     "budget": 100,
-    "mc_samples": 20,
+    "mc_samples": 50,
 }
 
 _EXPERIMENT_FIELDS = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"strategy", "seed"}
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="simulate active learning on a data set (no arguments: the built-in demonstration)",
                          description="Simulated active learning with the data set's own labels. Without arguments: "
-                         "BatchBALD, BALD and random on Repeated digits, a few minutes on 2 cores.")
+                         "BatchBALD, BALD and random on Repeated digits, about a minute on 2 cores.")
     run.add_argument("--config", help="a TOML file with any of the settings below (flags override it)")
     run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}")
     run.add_argument("--strategy", help="comma-separated strategies, e.g. batchbald,bald,random")
