@@ -149,3 +149,11 @@ def test_predict_accepts_a_dataset():
     ds = torch.utils.data.TensorDataset(X, torch.zeros(len(X)))
     model = small_cnn()
     assert torch.allclose(batchal.predict_log_probs(model, ds, k=3, seed=0), batchal.predict_log_probs(model, X, k=3, seed=0))
+
+
+def test_channels_last_layout_gives_the_same_predictions_and_restores_the_model():
+    model = small_cnn()
+    a = batchal.predict_log_probs(model, X, k=4, seed=1, channels_last=False)
+    b = batchal.predict_log_probs(model, X, k=4, seed=1, channels_last=True)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert model[1].weight.is_contiguous()
