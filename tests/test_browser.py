@@ -48,7 +48,7 @@ def test_label_a_batch_with_the_keyboard_then_get_the_next(tmp_path):
             assert cards.count() == 6
             first_ids = [cards.nth(i).get_attribute("data-id") for i in range(6)]
             for i in range(6):
-                page.keyboard.press(str((i % 9) + 1))
+                page.keyboard.press(str(i))  # digit class names: each digit key gives its own class
                 page.wait_for_function(f"document.querySelectorAll('.item.done').length >= {i + 1}")
             assert "6 of 6 labelled in this batch" in page.locator("#progress").inner_text()
             before = tmp_path / "labelled.png"
@@ -74,6 +74,31 @@ def test_label_a_batch_with_the_keyboard_then_get_the_next(tmp_path):
         labels = Store(tmp_path / "proj").current_labels()
         assert sorted(labels) == sorted(int(i) for i in first_ids)
         assert sorted(labels.values()) == sorted(str(d) for d in range(0, 6))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+
+
+def test_named_classes_get_number_keys_in_order(tmp_path):
+    write_images(tmp_path / "images", count=12)
+    init_project(tmp_path / "proj", tmp_path / "images", ["cat", "dog", "bird"], model="mnist_cnn", strategy="random", batch_size=3)
+    port = free_port()
+    server = start_server(tmp_path / "proj", port)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+            page.wait_for_selector(".item img")
+            assert "2: dog" in page.locator(".item").first.inner_text()
+            page.keyboard.press("2")
+            page.wait_for_function("document.querySelectorAll('.item.done').length >= 1")
+            first = int(page.locator(".item").first.get_attribute("data-id"))
+            browser.close()
+        from batchal.labelling.store import Store
+
+        assert Store(tmp_path / "proj").current_labels() == {first: "dog"}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()
