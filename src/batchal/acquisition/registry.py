@@ -139,14 +139,14 @@ def select(
             f"log_probs_N_K_C has N = {log_probs_N_K_C.shape[0]} points but embeddings_N_D has "
             f"N = {embeddings_N_D.shape[0]}; both must describe the same pool"
         )
+    pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
     inputs = Inputs(
-        batch_size=0,
+        batch_size=check_batch_size(batch_size, pool_size),
         generator=check_random_state(seed),
         log_probs_N_K_C=log_probs_N_K_C,
         embeddings_N_D=embeddings_N_D,
         progress=progress,
     )
-    inputs = Inputs(**{**inputs.__dict__, "batch_size": check_batch_size(batch_size, inputs.pool_size)})
     indices, picked_scores, info = spec.run(inputs, **checked)
     return Selection(
         indices=torch.as_tensor(indices, dtype=torch.long).cpu(),

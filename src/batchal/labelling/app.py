@@ -27,6 +27,7 @@ from typing import Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batchal.labelling.project import Project
@@ -100,7 +101,8 @@ def create_app(project: Project, token: str) -> FastAPI:
         if annotator is not None and (not isinstance(annotator, str) or len(annotator) > 100):
             return _error(400, "annotator must be a string of at most 100 characters")
         try:
-            label_id = project.add_label(item_id, label, annotator)
+            # The SQLite commit (fsync) runs in a worker thread, not on the event loop.
+            label_id = await run_in_threadpool(project.add_label, item_id, label, annotator)
         except KeyError as exc:
             return _error(404, str(exc.args[0]))
         except ValueError as exc:

@@ -193,7 +193,8 @@ class Project:
         position = {item: n for n, item in enumerate(ids)}
         labelled_ids = sorted(labels)
         held_out = labelled_ids[HOLD_OUT_EVERY - 1 :: HOLD_OUT_EVERY]
-        train_ids = [i for i in labelled_ids if i not in set(held_out)]
+        held_out_set = set(held_out)
+        train_ids = [i for i in labelled_ids if i not in held_out_set]
         y_of = lambda items: torch.tensor([self.classes.index(labels[i]) for i in items], dtype=torch.long)
         x_of = lambda items: x[[position[i] for i in items]]
         torch.manual_seed(len(labels))
