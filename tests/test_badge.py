@@ -163,3 +163,39 @@ def test_power_bald_favours_high_bald_and_beta_zero_is_uniform():
     hits = sum(len(top & set(batchal.select("power_bald", 20, log_probs_N_K_C=lp, seed=s, beta=8.0).indices.tolist())) for s in range(5))
     uniform = sum(len(top & set(batchal.select("power_bald", 20, log_probs_N_K_C=lp, seed=s, beta=0.0).indices.tolist())) for s in range(5))
     assert hits > 3 * uniform
+
+
+def naive_kdpp_chain(emb, k, generator, steps):
+    """The same swap chain with every determinant ratio from slogdet (O(k^3) per proposal)."""
+    from batchal.acquisition.kdpp import _gumbel_top_k
+
+    norms = emb.squared_norms_N
+    N = len(norms)
+    ridge = 1e-9 * float(norms.mean())
+    chosen = _gumbel_top_k(norms.clamp(min=1e-300).log(), k, generator)
+    non_member = torch.ones(N, dtype=torch.bool)
+    non_member[chosen] = False
+    outside = non_member.nonzero().flatten()
+    us = torch.randint(k, (steps,), generator=generator)
+    rs = torch.rand(steps, generator=generator, dtype=torch.float64)
+    js = torch.randint(N - k, (steps,), generator=generator)
+    logdet = lambda idx: torch.linalg.slogdet(emb.gram(idx) + ridge * torch.eye(k, dtype=torch.float64))[1]
+    for t in range(steps):
+        u, j = int(us[t]), int(js[t])
+        proposal = chosen.clone()
+        proposal[u] = outside[j]
+        ratio = float(torch.exp(logdet(proposal) - logdet(chosen)))
+        if ratio >= 1 or float(rs[t]) < ratio:
+            outside[j] = chosen[u]
+            chosen = proposal
+    return chosen.tolist()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kdpp_inverse_updates_match_a_chain_that_recomputes_determinants(seed):
+    from batchal.acquisition.kdpp import sample_kdpp
+
+    log_probs, h = pool(N=60, C=4, D=6, seed=seed)
+    emb = gradient_embeddings(log_probs, h)
+    fast, _ = sample_kdpp(emb, 8, torch.Generator().manual_seed(seed), steps=300)
+    assert fast == naive_kdpp_chain(emb, 8, torch.Generator().manual_seed(seed), steps=300)

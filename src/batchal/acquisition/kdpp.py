@@ -10,7 +10,7 @@ computed from the factorised embeddings (never materialised). Sampling uses the 
 uniformly chosen non-member v and accept with probability min(1, det L_{S-u+v} / det L_S);
 ceil(5 k ln k) proposals, as in BADGE's comparison. The chain starts from k points drawn
 without replacement with probability proportional to ||g||^2 (exact for k = 1). The
-acceptance ratio costs O(k^2) from the inverse of L_S:
+acceptance ratio costs O(k^2) from the inverse of L_S, kept up to date by block inversion:
 
     det L_{S-u+v} / det L_S = Linv_uu * (L_vv - l^T (Linv_-u - Linv_-u,u Linv_u,-u / Linv_uu) l),
     l = L_{S-u, v}.
@@ -37,38 +37,60 @@ def _gumbel_top_k(log_weights_N: torch.Tensor, k: int, generator: torch.Generato
 def sample_kdpp(
     embeddings: GradientEmbeddings, k: int, generator: torch.Generator, steps: int | None = None
 ) -> tuple[list[int], list[float]]:
-    """Draw a k-DPP sample; returns the set (chain order) and each member's squared norm."""
+    """Draw a k-DPP sample; returns the set (chain order) and each member's squared norm.
+
+    Each proposal costs O(k^2 + k (C + D)); an accepted swap updates the inverse of L_S by
+    block inversion in O(k^2) (recomputed from scratch every k accepted swaps against drift).
+    """
     norms_N = embeddings.squared_norms_N
     N = norms_N.shape[0]
+    device = norms_N.device
     ridge = 1e-9 * max(float(norms_N.mean()), 1e-300)
     positive = norms_N > 0
     log_w = torch.where(positive, norms_N.clamp(min=1e-300).log(), torch.full_like(norms_N, -1e10))
-    chosen = _gumbel_top_k(log_w, k, generator).to(norms_N.device)
+    chosen = _gumbel_top_k(log_w, k, generator).to(device)
     if steps is None:
         steps = math.ceil(5 * k * math.log(k)) if k > 1 else 0
     if k < N and steps > 0:
-        in_set = torch.zeros(N, dtype=torch.bool)
-        in_set[chosen.cpu()] = True
-        gram = embeddings.gram(chosen) + ridge * torch.eye(k, dtype=torch.float64, device=norms_N.device)
-        inverse = torch.linalg.inv(gram)
+        a, h = embeddings.a_N_C, embeddings.h_N_D
+        eye = torch.eye(k, dtype=torch.float64, device=device)
+
+        def fresh_inverse() -> torch.Tensor:
+            return torch.linalg.inv(embeddings.gram(chosen) + ridge * eye)
+
+        inverse = fresh_inverse()
+        non_member = torch.ones(N, dtype=torch.bool, device=device)
+        non_member[chosen] = False
+        outside = non_member.nonzero().flatten()  # the N - k non-members; proposals index into it
         us = torch.randint(k, (steps,), generator=generator)
         rs = torch.rand(steps, generator=generator, dtype=torch.float64)
-        outside = torch.randint(N - k, (steps,), generator=generator)
+        js = torch.randint(N - k, (steps,), generator=generator)
+        a_S, h_S = a[chosen].clone(), h[chosen].clone()  # the members' factors, row u = member u
+        accepted = 0
         for t in range(steps):
-            u = int(us[t])
-            out_idx = (~in_set).nonzero().flatten()
-            v = int(out_idx[int(outside[t])])
-            keep = torch.arange(k, device=norms_N.device) != u
-            a, h = embeddings.a_N_C, embeddings.h_N_D
-            l = ((a[chosen[keep]] @ a[v]) * (h[chosen[keep]] @ h[v]))
+            u, j = int(us[t]), int(js[t])
+            v = int(outside[j])
+            # l = L[S, v] with position u zeroed, so quadratic forms in the full inverse act on S - u.
+            l = (a_S @ a[v]) * (h_S @ h[v])
+            l[u] = 0.0
+            column = inverse[:, u]
             inv_uu = inverse[u, u]
-            inv_rest = inverse[keep][:, keep] - torch.outer(inverse[keep, u], inverse[u, keep]) / inv_uu
-            ratio = float(inv_uu * (norms_N[v] + ridge - l @ inv_rest @ l))
+            c = column @ l
+            inv_l = inverse @ l - column * (c / inv_uu)  # inverse of L_{S-u} times l, 0 at u
+            schur = norms_N[v] + ridge - l @ inv_l
+            ratio = float(inv_uu * schur)  # det L_{S-u+v} / det L_S
             if ratio >= 1 or float(rs[t]) < ratio:
-                in_set[int(chosen[u])] = False
-                in_set[v] = True
+                # inverse of L_{S-u} (row and column u become 0), then v bordered in at position u.
+                inverse = inverse - torch.outer(column, column) / inv_uu
+                inverse += torch.outer(inv_l, inv_l) / schur
+                inverse[:, u] = -inv_l / schur
+                inverse[u, :] = -inv_l / schur
+                inverse[u, u] = 1 / schur
+                outside[j] = chosen[u]
                 chosen[u] = v
-                gram = embeddings.gram(chosen) + ridge * torch.eye(k, dtype=torch.float64, device=norms_N.device)
-                inverse = torch.linalg.inv(gram)
+                a_S[u], h_S[u] = a[v], h[v]
+                accepted += 1
+                if accepted % k == 0:
+                    inverse = fresh_inverse()
     indices = [int(i) for i in chosen]
     return indices, [float(norms_N[i]) for i in indices]
