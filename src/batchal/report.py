@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,6 +328,6 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title="batch uncertainty")
         _save(fig, axes, out / "batch_diagnostics.png", plt)
         md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
-    md += ["## Runs", ""] + [f"- `{run.path}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
+    md += ["## Runs", ""] + [f"- `{os.path.relpath(run.path, out.resolve())}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"
