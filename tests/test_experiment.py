@@ -207,6 +207,32 @@ def test_mnist_cnn_matches_the_paper_layout():
     assert [(l.in_features, l.out_features) for l in linears] == [(1024, 128), (128, 10)]
 
 
+@pytest.mark.parametrize("name", ["mnist_cnn", "emnist_cnn"])
+def test_cnns_equal_the_papers_layer_order(name):
+    """Dropout2d moved after max-pool and ReLU (they commute with a non-negative channel mask):
+    same function, same masks, under MC dropout and in training."""
+    torch.manual_seed(0)
+    ours = create_model(name, (1, 28, 28), 10)
+    layers = list(ours)
+    paper = []
+    for layer in layers:  # move each Dropout2d back to just after its convolution
+        if isinstance(layer, batchal.ConsistentMCDropout2d):
+            conv_at = max(i for i, l in enumerate(paper) if isinstance(l, nn.Conv2d))
+            paper.insert(conv_at + 1, layer)
+        else:
+            paper.append(layer)
+    paper = nn.Sequential(*paper)
+    assert [type(l) for l in paper][:4] == [nn.Conv2d, batchal.ConsistentMCDropout2d, nn.MaxPool2d, nn.ReLU]
+    x = torch.randn(7, 1, 28, 28)
+    assert torch.allclose(batchal.predict_log_probs(ours, x, k=5, seed=3, channels_last=False),
+                          batchal.predict_log_probs(paper, x, k=5, seed=3, channels_last=False), atol=1e-5)
+    ours.train()
+    torch.manual_seed(1)
+    a = ours(x)
+    torch.manual_seed(1)
+    assert torch.allclose(a, paper.train()(x), atol=1e-5)
+
+
 def test_mnist_cnn_refuses_tiny_images():
     with pytest.raises(ValueError, match="mlp"):
         create_model("mnist_cnn", (1, 8, 8), 10)

@@ -7,6 +7,13 @@
   max-pools after the first and third; linear 2048->512, dropout, relu; linear 512->C.
 - ``mlp``: flatten, two hidden layers of 256 with dropout 0.5 (tabular data and 8x8 digits).
 
+Layer order: a channel-wise dropout mask m >= 0 commutes with max-pooling and ReLU
+(max(m x) = m max(x), relu(m x) = m relu(x)), so "conv, dropout2d, maxpool, relu" and "conv,
+maxpool, relu, dropout2d" compute the same function, in training and under MC dropout, with
+the same random masks. The CNNs use the second order: the layers before the first dropout
+(run once per input, not K times) then include the first pooling, and each dropout acts on
+maps 4x smaller, which makes MC scoring about twice as fast (tested equal to the paper's order).
+
 A user model is any ``nn.Module`` returning logits; register a factory
 ``f(input_shape, num_classes) -> nn.Module`` with ``register_model``. Its ``nn.Dropout`` layers
 are converted to consistent MC dropout by ``create_model``.
@@ -37,8 +44,8 @@ def mnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if h < 1 or w < 1:
         raise ValueError(f"mnist_cnn needs images of at least 12x12 pixels, got {height}x{width}; use the 'mlp' model")
     return nn.Sequential(
-        nn.Conv2d(channels, 32, 5), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(32, 64, 5), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(channels, 32, 5), nn.MaxPool2d(2), nn.ReLU(), ConsistentMCDropout2d(0.5),
+        nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(), ConsistentMCDropout2d(0.5),
         nn.Flatten(), nn.Linear(64 * h * w, 128), ConsistentMCDropout(0.5), nn.ReLU(),
         nn.Linear(128, num_classes),
     )
@@ -53,9 +60,9 @@ def emnist_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if h < 1 or w < 1:
         raise ValueError(f"emnist_cnn needs images of at least 14x14 pixels, got {height}x{width}")
     return nn.Sequential(
-        nn.Conv2d(channels, 32, 3), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(32, 64, 3), ConsistentMCDropout2d(0.5), nn.ReLU(),
-        nn.Conv2d(64, 128, 3), ConsistentMCDropout2d(0.5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(channels, 32, 3), nn.MaxPool2d(2), nn.ReLU(), ConsistentMCDropout2d(0.5),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), ConsistentMCDropout2d(0.5),
+        nn.Conv2d(64, 128, 3), nn.MaxPool2d(2), nn.ReLU(), ConsistentMCDropout2d(0.5),
         nn.Flatten(), nn.Linear(128 * h * w, 512), ConsistentMCDropout(0.5), nn.ReLU(),
         nn.Linear(512, num_classes),
     )
