@@ -62,3 +62,34 @@ def test_datasets_lists_every_loader(capsys):
 def test_strategies_lists_formulas(capsys):
     assert main(["strategies"]) == 0
     assert "BatchBALD" in capsys.readouterr().out
+
+
+def test_progress_bars_on_a_terminal(tmp_path):
+    """Under a pseudo-terminal the rounds and training show as progress bars, not plain lines."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "batchal.cli", "run", *SMALL, "--strategy", "random", "--out", str(tmp_path)],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=300) == 0
+    text = output.decode(errors="replace")
+    assert "random seed 0" in text and ("round/s" in text or "s/round" in text)
+    assert "round 0: 10 labels" not in text  # no plain progress lines on a terminal

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import shutil
 import statistics
 import sys
 import tomllib
@@ -45,12 +47,14 @@ class _Bars:
         if interactive:
             from tqdm.auto import tqdm
 
-            self._tqdm = tqdm
-            self.rounds = tqdm(total=total_rounds, desc=label, unit="round", file=sys.stderr)
+            # A terminal that reports no width (some pseudo-terminals) would get empty bars.
+            width = shutil.get_terminal_size((100, 20)).columns or 100
+            self._tqdm = functools.partial(tqdm, ncols=width, file=sys.stderr)
+            self.rounds = self._tqdm(total=total_rounds, desc=label, unit="round")
 
     def round_started(self, round_: int, labelled: int) -> None:
         if self.interactive:
-            self.epochs = self._tqdm(desc=f"  training on {labelled} labels", unit="epoch", leave=False, file=sys.stderr)
+            self.epochs = self._tqdm(desc=f"  training on {labelled} labels", unit="epoch", leave=False)
 
     def epoch_done(self, record: dict) -> None:
         if self.epochs is not None:
