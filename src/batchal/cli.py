@@ -47,9 +47,9 @@ class _Bars:
         if interactive:
             from tqdm.auto import tqdm
 
-            # A terminal that reports no width (some pseudo-terminals) would get empty bars.
-            width = shutil.get_terminal_size((100, 20)).columns or 100
-            self._tqdm = functools.partial(tqdm, ncols=width, file=sys.stderr)
+            # A terminal that reports no size (some pseudo-terminals) would get hidden, empty bars.
+            size = shutil.get_terminal_size((100, 20))
+            self._tqdm = functools.partial(tqdm, ncols=size.columns or 100, nrows=size.lines or 20, file=sys.stderr)
             self.rounds = self._tqdm(total=total_rounds, desc=label, unit="round")
 
     def round_started(self, round_: int, labelled: int) -> None:
