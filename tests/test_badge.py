@@ -167,12 +167,12 @@ def test_power_bald_favours_high_bald_and_beta_zero_is_uniform():
 
 def naive_kdpp_chain(emb, k, generator, steps):
     """The same swap chain with every determinant ratio from slogdet (O(k^3) per proposal)."""
-    from batchal.acquisition.kdpp import _gumbel_top_k
+    from batchal.acquisition.kdpp import gumbel_top_k
 
     norms = emb.squared_norms_N
     N = len(norms)
     ridge = 1e-9 * float(norms.mean())
-    chosen = _gumbel_top_k(norms.clamp(min=1e-300).log(), k, generator)
+    chosen = gumbel_top_k(norms.clamp(min=1e-300).log(), k, generator)
     non_member = torch.ones(N, dtype=torch.bool)
     non_member[chosen] = False
     outside = non_member.nonzero().flatten()

@@ -28,7 +28,9 @@ import torch
 from batchal.acquisition.badge import GradientEmbeddings
 
 
-def _gumbel_top_k(log_weights_N: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def gumbel_top_k(log_weights_N: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k indices drawn without replacement with probability proportional to exp(log_weights)
+    (Gumbel-top-k: the top k of log w + Gumbel noise)."""
     u = torch.rand(log_weights_N.shape, generator=generator, dtype=torch.float64).clamp_(min=1e-300)
     keys = log_weights_N.cpu() - torch.log(-torch.log(u))
     return keys.topk(k).indices
@@ -48,7 +50,7 @@ def sample_kdpp(
     ridge = 1e-9 * max(float(norms_N.mean()), 1e-300)
     positive = norms_N > 0
     log_w = torch.where(positive, norms_N.clamp(min=1e-300).log(), torch.full_like(norms_N, -1e10))
-    chosen = _gumbel_top_k(log_w, k, generator).to(device)
+    chosen = gumbel_top_k(log_w, k, generator).to(device)
     if steps is None:
         steps = math.ceil(5 * k * math.log(k)) if k > 1 else 0
     if k < N and steps > 0:

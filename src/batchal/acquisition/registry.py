@@ -231,12 +231,10 @@ def _batchbald(
 
 def _power_bald(inputs: Inputs, beta: float = 1.0):
     bald_N = _scores.bald(inputs.log_probs_N_K_C).cpu().clamp(min=0)
-    u = torch.rand(bald_N.shape, generator=inputs.generator, dtype=torch.float64).clamp_(min=1e-300)
-    gumbel_N = -torch.log(-torch.log(u))
-    # Gumbel-top-b = drawing without replacement with probability proportional to BALD^beta;
-    # points with BALD = 0 come last, in random order.
-    keys_N = torch.where(bald_N > 0, beta * bald_N.clamp(min=1e-300).log() + gumbel_N, gumbel_N - 1e10)
-    order = keys_N.topk(inputs.batch_size).indices
+    # Drawing without replacement with probability proportional to BALD^beta; points with
+    # BALD = 0 come last, in random order.
+    log_weights_N = torch.where(bald_N > 0, beta * bald_N.clamp(min=1e-300).log(), torch.full_like(bald_N, -1e10))
+    order = _kdpp.gumbel_top_k(log_weights_N, inputs.batch_size, inputs.generator)
     return order, bald_N[order], {}
 
 
