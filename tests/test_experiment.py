@@ -13,7 +13,9 @@ from torch import nn
 
 import batchal
 from batchal.data import Dataset
-from batchal.experiment import ExperimentConfig, balanced_initial_indices, labels_to_reach, read_results, run_experiment
+from batchal.experiment import (
+    ExperimentConfig, balanced_initial_indices, labels_to_reach, read_results, run_experiment, subsample_pool,
+)
 from batchal.models import create_model, register_model
 from batchal.training import TrainConfig, evaluate, train_model
 
@@ -119,6 +121,43 @@ def test_subsampled_picks_map_back_to_the_right_dataset_items(tmp_path):
     assert len(set(acquired)) == len(acquired)
     # Subsampling: picks are not simply the globally lowest indices.
     assert sorted(acquired) != list(range(len(acquired)))
+
+
+def test_grouped_subsample_keeps_copies_together():
+    group, copies = 50, 3
+    gone = {0, 7, 57, 120}  # some copies already labelled: their twins still count as one group
+    pool = torch.tensor([i for i in range(group * copies) if i not in gone])
+    for seed in range(5):
+        picked = subsample_pool(pool, 40, torch.Generator().manual_seed(seed), group_size=group)
+        assert len(picked) == 40 and len(set(picked.tolist())) == 40
+        assert set(picked.tolist()) <= set(pool.tolist())
+        keys = (picked % group).tolist()
+        complete = [k for k in set(keys) if keys.count(k) == sum(1 for i in pool.tolist() if i % group == k)]
+        # Every group is complete except at most the one cut by the size limit.
+        assert len(set(keys)) - len(complete) <= 1
+    # Different seeds draw different groups; ungrouped draws are plain random subsets.
+    a = subsample_pool(pool, 40, torch.Generator().manual_seed(0), group_size=group)
+    b = subsample_pool(pool, 40, torch.Generator().manual_seed(1), group_size=group)
+    assert set(a.tolist()) != set(b.tolist())
+    flat = subsample_pool(pool, 40, torch.Generator().manual_seed(0))
+    assert len(set((flat % group).tolist())) > len(set((a % group).tolist()))
+
+
+def test_repeated_data_sets_subsample_by_copy_groups(tmp_path, monkeypatch):
+    import batchal.experiment as experiment
+
+    seen = []
+    real = experiment.subsample_pool
+
+    def spy(pool, size, generator, group_size=None):
+        seen.append(group_size)
+        return real(pool, size, generator, group_size=group_size)
+
+    monkeypatch.setattr(experiment, "subsample_pool", spy)
+    data = batchal.data.load_dataset("repeated-digits", copies=2)
+    run_experiment(fast_config(dataset="repeated-digits", copies=2, strategy="random", pool_subsample=100, budget=30), tmp_path / "r", data=data)
+    run_experiment(fast_config(dataset="digits", strategy="random", pool_subsample=100, budget=30), tmp_path / "d")
+    assert seen[0] == len(data.train_y) // 2 and seen[-1] is None
 
 
 def test_balanced_initial_set():

@@ -48,7 +48,7 @@ class ExperimentConfig:
     mc_samples: int = 100
     test_mc_samples: Optional[int] = None  # default: mc_samples
     num_samples: int = 40_000  # BatchBALD's joint-entropy samples
-    pool_subsample: Optional[int] = None
+    pool_subsample: Optional[int] = None  # score this many random pool items per round (copies of one item together)
     validation_size: Optional[int] = None  # default: 1,024 per copy (digits 100, letter 1,000, EMNIST 16,384)
     seed: int = 0
     model: Optional[str] = None  # default: the paper's model for the data set
@@ -261,7 +261,7 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             g_sub = torch.Generator().manual_seed(_round_seed(config.seed, round_, 4))
             candidates = pool
             if config.pool_subsample is not None and config.pool_subsample < len(pool):
-                candidates = pool[torch.randperm(len(pool), generator=g_sub)[: config.pool_subsample]]
+                candidates = subsample_pool(pool, config.pool_subsample, g_sub, group_size=_group_size(config, data))
             batch_size = min(config.acquisition_size, config.budget - len(labelled), len(candidates))
             start = time.perf_counter()
             inputs = _score_pool(model, data, candidates, labelled_t, config, spec, round_)
@@ -297,6 +297,26 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
         if stop is not None:
             return rows
     raise AssertionError("unreachable")
+
+
+def _group_size(config: ExperimentConfig, data: Dataset) -> Optional[int]:
+    """For repeated-* data sets, the size of one copy (item i's copies are i + j * size)."""
+    if config.dataset.startswith(REPEATED_PREFIX):
+        return len(data.train_y) // config.copies
+    return None
+
+
+def subsample_pool(pool: torch.Tensor, size: int, generator: torch.Generator, group_size: Optional[int] = None) -> torch.Tensor:
+    """``size`` random pool entries; with ``group_size``, whole groups of copies (dataset index
+    modulo ``group_size``) are taken together, so that a repeated item's copies stay in the
+    candidates side by side (uniform subsampling would keep a copy's twin only
+    ``size / len(pool)`` of the time and hide the redundancy Repeated MNIST is about)."""
+    if group_size is None:
+        return pool[torch.randperm(len(pool), generator=generator)[:size]]
+    keys = pool % group_size
+    rank = torch.randperm(group_size, generator=generator)[keys]
+    order = torch.argsort(rank * group_size + keys, stable=True)
+    return pool[order[:size]]
 
 
 def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.Tensor, config: ExperimentConfig, spec, round_: int) -> dict:
