@@ -183,3 +183,24 @@ def test_ceiling_warning():
     lp = random_log_probs(100, 4, 6, 9, scale=3.0)
     with pytest.warns(BatchBALDWarning, match="ceiling"):
         batchal.select("batchbald", 5, log_probs_N_K_C=lp, seed=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_prefilter_runs_batchbald_on_the_top_bald_points(seed):
+    lp = random_log_probs(60, 8, 4, seed=seed)
+    top = torch.sort(bald(lp).topk(15).indices).values
+    filtered = batchal.select("batchbald", 4, log_probs_N_K_C=lp, seed=0, prefilter=15)
+    direct = batchal.select("batchbald", 4, log_probs_N_K_C=lp[top], seed=0)
+    assert filtered.indices.tolist() == top[direct.indices].tolist()
+    assert torch.allclose(filtered.scores, direct.scores)
+    assert int(filtered.indices[0]) == int(bald(lp).argmax())
+    # A prefilter as large as the pool changes nothing.
+    whole = batchal.select("batchbald", 4, log_probs_N_K_C=lp, seed=0)
+    assert batchal.select("batchbald", 4, log_probs_N_K_C=lp, seed=0, prefilter=60).indices.tolist() == whole.indices.tolist()
+
+
+@pytest.mark.parametrize("value", [3, 0, -1, 2.5, "many"])
+def test_bad_prefilter_is_refused(value):
+    lp = random_log_probs(20, 4, 3, seed=0)
+    with pytest.raises(ValueError, match="prefilter"):
+        batchal.select("batchbald", 4, log_probs_N_K_C=lp, seed=0, prefilter=value)

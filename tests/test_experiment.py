@@ -160,6 +160,13 @@ def test_repeated_data_sets_subsample_by_copy_groups(tmp_path, monkeypatch):
     assert seen[0] == len(data.train_y) // 2 and seen[-1] is None
 
 
+def test_prefiltered_batchbald_in_the_loop(tmp_path):
+    rows = run_experiment(fast_config(strategy="batchbald", prefilter=3, budget=20), tmp_path)
+    # The prefilter is raised to the batch size (5), so every round still acquires b points.
+    assert [len(r["acquired"]) for r in rows] == [5, 5, 0]
+    assert json.loads((tmp_path / "config.json").read_text())["prefilter"] == 3
+
+
 def test_balanced_initial_set():
     labels = torch.arange(100) % 10
     idx = balanced_initial_indices(labels, 23, torch.Generator().manual_seed(0))
@@ -197,6 +204,7 @@ def test_resuming_with_a_different_configuration_is_refused(tmp_path):
     ({"budget": 5, "initial_size": 10}, "budget=5 is smaller than initial_size=10"),
     ({"mc_samples": 0}, "mc_samples"),
     ({"pool_subsample": 0}, "pool_subsample"),
+    ({"prefilter": 0}, "prefilter"),
     ({"target_accuracy": 1.5}, "target_accuracy"),
     ({"model": "resnet"}, "model must be one of"),
     ({"strategy": "batchbald", "num_samples": 3}, "num_samples=3 is smaller than mc_samples=5"),

@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mc-samples", dest="mc_samples", type=int, help="MC-dropout samples K for acquisition (and test, unless --test-mc-samples)")
     run.add_argument("--test-mc-samples", dest="test_mc_samples", type=int)
     run.add_argument("--num-samples", dest="num_samples", type=int, help="BatchBALD joint-entropy samples (default 40000)")
+    run.add_argument("--prefilter", type=int, help="BatchBALD: only this many points of highest BALD score compete (large pools)")
     run.add_argument("--pool-subsample", dest="pool_subsample", type=int, help="score a random subset of this many pool points per round")
     run.add_argument("--validation-size", dest="validation_size", type=int)
     run.add_argument("--model", help="mnist_cnn, emnist_cnn, mlp or a registered model (default: the paper's for the data set)")

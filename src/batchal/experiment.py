@@ -48,6 +48,7 @@ class ExperimentConfig:
     mc_samples: int = 100
     test_mc_samples: Optional[int] = None  # default: mc_samples
     num_samples: int = 40_000  # BatchBALD's joint-entropy samples
+    prefilter: Optional[int] = None  # BatchBALD: only the top-m points by BALD compete (None: all)
     pool_subsample: Optional[int] = None  # score this many random pool items per round (copies of one item together)
     validation_size: Optional[int] = None  # default: 1,024 per copy (digits 100, letter 1,000, EMNIST 16,384)
     seed: int = 0
@@ -74,7 +75,7 @@ class ExperimentConfig:
         }
         for name, minimum in ints.items():
             _check_int(name, getattr(self, name), minimum)
-        for name in ("test_mc_samples", "pool_subsample"):
+        for name in ("test_mc_samples", "pool_subsample", "prefilter"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
         if self.validation_size is not None:
@@ -268,6 +269,8 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             score_seconds = time.perf_counter() - start
             start = time.perf_counter()
             options = {"num_samples": config.num_samples} if config.strategy == "batchbald" else {}
+            if config.strategy == "batchbald" and config.prefilter is not None:
+                options["prefilter"] = max(config.prefilter, batch_size)
             if "labelled_embeddings" in spec.options:
                 options["labelled_embeddings"] = inputs.pop("labelled_embeddings")
             selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)

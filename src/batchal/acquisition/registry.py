@@ -213,10 +213,20 @@ def _batchbald(
     dtype=torch.float64,
     screen: bool = True,
     memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES,
+    prefilter: Optional[int] = None,
 ):
     _check_num_samples(inputs, num_samples)
+    log_probs_N_K_C = inputs.log_probs_N_K_C
+    kept_N = None
+    if prefilter is not None:
+        if prefilter < inputs.batch_size:
+            raise ValueError(f"prefilter={prefilter} is smaller than batch_size={inputs.batch_size}; expected prefilter >= batch_size")
+        if prefilter < len(log_probs_N_K_C):
+            # Only the `prefilter` points of highest BALD score compete (ties by position).
+            kept_N = torch.sort(_scores.bald(log_probs_N_K_C).cpu().topk(prefilter).indices).values
+            log_probs_N_K_C = log_probs_N_K_C[kept_N.to(log_probs_N_K_C.device)]
     result = _bb.batchbald(
-        inputs.log_probs_N_K_C,
+        log_probs_N_K_C,
         inputs.batch_size,
         num_samples=num_samples,
         generator=inputs.generator,
@@ -226,7 +236,8 @@ def _batchbald(
         memory_bytes=memory_bytes,
         progress=inputs.progress,
     )
-    return result.indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations}
+    indices = result.indices if kept_N is None else kept_N[torch.as_tensor(result.indices, dtype=torch.long)].tolist()
+    return indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations}
 
 
 def _power_bald(inputs: Inputs, beta: float = 1.0):
@@ -289,6 +300,7 @@ register(Strategy(
     "batchbald", _batchbald, needs_log_probs=True, needs_embeddings=False,
     summary=(_bb.__doc__ or "").strip().splitlines()[0]
     + " Exact joint entropies while C^n <= num_samples, importance-sampled after; lazy greedy by default. "
+    "prefilter=m lets only the m points of highest BALD score compete (large pools). "
     "Score: the batch's mutual information I(y_1..y_n; w) after pick n (nats).",
     options={
         "num_samples": lambda v: check_positive_int(v, "num_samples"),
@@ -296,6 +308,7 @@ register(Strategy(
         "dtype": _check_dtype,
         "screen": _check_bool("screen"),
         "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
+        "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter"),
     },
 ))
 register(Strategy(
