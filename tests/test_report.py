@@ -68,6 +68,18 @@ def test_normalised_errors_against_random(study):
     assert np.median(errors["good"]) < 1 < np.median(errors["bald"])
 
 
+def test_unfinished_runs_are_marked_in_progress(tmp_path):
+    fake_run(tmp_path, "mnist", "s", 0, [0.5, 0.6, 0.7])
+    partial = fake_run(tmp_path, "mnist", "s", 1, [0.5, 0.6, 0.7, 0.8])
+    lines = (partial / "results.jsonl").read_text().splitlines()
+    (partial / "results.jsonl").write_text("\n".join(lines[:2]) + "\n")  # stopped after 2 rounds
+    write_report([tmp_path], tmp_path / "report", [0.65])
+    out = tmp_path / "report"
+    entry = json.loads((out / "labels_needed.json").read_text())[0]
+    assert entry["complete"] is False and entry["final_labels"] == [30, 40]
+    assert "30-40 (in progress)" in (out / "report.md").read_text()
+
+
 def test_label_entropy():
     assert label_entropy([1, 1, 1]) == 0
     assert label_entropy([0, 1, 2, 3]) == pytest.approx(math.log(4))

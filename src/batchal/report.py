@@ -223,7 +223,12 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
                 cells.append(" / ".join(_fmt(v) for v in q))
                 entry[f"labels_to_{t}"] = [None if math.isinf(v) else v for v in q]
             finals = [r.rows[-1]["test_accuracy"] for r in srs]
-            cells += [str(srs[0].rows[-1]["labelled"]), f"{np.median(finals):.4f}"]
+            reached = sorted({r.rows[-1]["labelled"] for r in srs})
+            complete = all("stop_reason" in r.rows[-1] for r in srs)
+            budgets = [r.config["budget"] for r in srs if r.config.get("budget") is not None]
+            entry.update({"budget": max(budgets) if budgets else None, "final_labels": reached, "complete": complete})
+            final_cell = f"{reached[0]}-{reached[-1]}" if len(reached) > 1 else str(reached[0])
+            cells += [final_cell + ("" if complete else " (in progress)"), f"{np.median(finals):.4f}"]
             md.append("| " + " | ".join(cells) + " |")
             table_rows.append(entry)
     md.append("")
