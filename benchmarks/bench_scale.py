@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("--K", type=int, default=20)
     parser.add_argument("--C", type=int, default=10)
     parser.add_argument("--D", type=int, default=128)
-    parser.add_argument("--strategies", default="bald,badge,batchbald", help="comma-separated subset of bald,badge,batchbald")
+    parser.add_argument("--strategies", default="bald,badge,batchbald-prefilter,batchbald",
+                        help="comma-separated subset of bald,badge,batchbald-prefilter,batchbald")
+    parser.add_argument("--prefilter", type=int, default=5_000, help="BatchBALD prefilter size for batchbald-prefilter")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
@@ -47,19 +49,21 @@ def main() -> None:
     record = {"N": N, "K": K, "C": C, "D": D, "runs": {}}
     wanted = set(args.strategies.split(","))
     cases = [
-        ("bald b=100", lambda: batchal.select("bald", 100, log_probs_N_K_C=log_probs)),
-        ("badge b=100", lambda: batchal.select("badge", 100, log_probs_N_K_C=log_probs[:, :1], embeddings_N_D=features, seed=0)),
-        ("batchbald b=10 (num_samples 40,000)", lambda: batchal.select("batchbald", 10, log_probs_N_K_C=log_probs, seed=0)),
+        ("bald", "bald b=100", lambda: batchal.select("bald", 100, log_probs_N_K_C=log_probs)),
+        ("badge", "badge b=100", lambda: batchal.select("badge", 100, log_probs_N_K_C=log_probs[:, :1], embeddings_N_D=features, seed=0)),
+        ("batchbald-prefilter", f"batchbald b=10 (prefilter {args.prefilter:,}, num_samples 40,000)",
+         lambda: batchal.select("batchbald", 10, log_probs_N_K_C=log_probs, seed=0, prefilter=args.prefilter)),
+        ("batchbald", "batchbald b=10 (num_samples 40,000)", lambda: batchal.select("batchbald", 10, log_probs_N_K_C=log_probs, seed=0)),
     ]
-    for name, run in cases:
-        if name.split()[0] not in wanted:
+    for key, name, run in cases:
+        if key not in wanted:
             continue
         start = time.perf_counter()
         selection = run()
         seconds = time.perf_counter() - start
         record["runs"][name] = {"seconds": seconds, "info": selection.info, "indices": selection.indices.tolist()}
         extra = f", {selection.info['evaluations']} candidate evaluations" if "evaluations" in selection.info else ""
-        lines.append(f"{name:<38} {seconds:8.1f} s{extra}")
+        lines.append(f"{name:<56} {seconds:8.1f} s{extra}")
         print(lines[-1], flush=True)
     lines.append(f"peak resident memory of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
     print(lines[-1])
