@@ -188,6 +188,8 @@ def test_labels_to_reach_uses_the_papers_counting():
     rows = [{"labelled": 20, "test_accuracy": 0.5}, {"labelled": 30, "test_accuracy": 0.91}, {"labelled": 40, "test_accuracy": 0.96}]
     assert labels_to_reach(rows, 0.9, 10) == 20
     assert labels_to_reach(rows, 0.99, 10) is None
+    # Reached by the initial set alone: its size, never "initial - b" (negative when b > initial).
+    assert labels_to_reach(rows, 0.4, 25) == 20
 
 
 def test_resuming_with_a_different_configuration_is_refused(tmp_path):

@@ -345,10 +345,11 @@ def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.
 
 def labels_to_reach(rows: list[dict], threshold: float, acquisition_size: int) -> Optional[int]:
     """BatchBALD's Table 1 counting: the labelled-set size (initial set included) at the first
-    round reaching the threshold, minus the acquisition size; None if never reached."""
-    for row in rows:
+    round reaching the threshold, minus the acquisition size; None if never reached. When the
+    model trained on the initial set alone reaches it (the first round), that set's size."""
+    for n, row in enumerate(rows):
         if row["test_accuracy"] >= threshold:
-            return row["labelled"] - acquisition_size
+            return row["labelled"] if n == 0 else row["labelled"] - acquisition_size
     return None
 
 
