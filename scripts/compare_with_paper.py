@@ -32,6 +32,12 @@ def fmt(q) -> str:
     return " / ".join("not reached" if v is None else str(int(v)) for v in q)
 
 
+def reached(entry: dict) -> str:
+    labels = entry.get("final_labels") or []
+    text = "-".join(str(v) for v in sorted({labels[0], labels[-1]})) if labels else "?"
+    return text if entry.get("complete", True) else f"{text} (in progress)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results")
@@ -53,15 +59,15 @@ def main() -> None:
         "the paper's counting; \"-\" where the paper gives no number. Our protocol differs (CPU",
         "subsample of the pool, fewer MC samples, fewer seeds, smaller budgets): see results/README.md.",
         "",
-        "| setting | strategy | our seeds | our budget | ours to 90% | paper to 90% | ours to 95% | paper to 95% |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | strategy | our seeds | our budget | our runs got to | ours to 90% | paper to 90% | ours to 95% | paper to 95% |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (setting, strategy), entry in sorted(ours.items()):
         if not setting.startswith(("mnist", "repeated-mnist")):
             continue
         paper = PAPER.get((setting, strategy), (None, None))
         lines.append(
-            f"| {setting} | {strategy} | {entry['seeds']} | {entry.get('budget', '?')} | {fmt(entry.get('labels_to_0.9'))} | {fmt(paper[0])} "
+            f"| {setting} | {strategy} | {entry['seeds']} | {entry.get('budget', '?')} | {reached(entry)} | {fmt(entry.get('labels_to_0.9'))} | {fmt(paper[0])} "
             f"| {fmt(entry.get('labels_to_0.95'))} | {fmt(paper[1])} |"
         )
     text = "\n".join(lines) + "\n"
