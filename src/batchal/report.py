@@ -201,7 +201,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         for strategy, srs in sorted(grouped[setting].items()):
             counts, acc = curve(srs)
             q25, q50, q75 = np.percentile(acc, [25, 50, 75], axis=0)
-            ax.plot(counts, q50, label=f"{strategy} ({len(srs)} seed{"s" if len(srs) != 1 else ""})", color=colors[strategy])
+            ax.plot(counts, q50, label=f"{strategy} ({len(srs)} seed{'s' if len(srs) != 1 else ''})", color=colors[strategy])
             ax.fill_between(counts, q25, q75, alpha=0.2, color=colors[strategy])
         ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
     _save(fig, axes, out / "learning_curves.png", plt)
