@@ -4,8 +4,9 @@ Usage: python scripts/compare_with_paper.py [--results results] [--out results/p
 
 Reads the `labels_needed.json` that `scripts/reproduce.py` writes into each study's report
 folder (mnist, repeated-mnist, mnist-sweep) and writes one Markdown table. Quartiles are the
-paper's: labelled-set size at the first round reaching the accuracy, minus b, nearest rank
-over seeds; "not reached" when a quartile's run never got there within its budget.
+paper's: labelled-set size at the first round reaching the accuracy, minus b (the initial
+set's size when the initial model already reaches it), nearest rank over seeds; "not
+reached" when a quartile's run never got there within its budget.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from batchal.report import format_reach
 
 # The paper's Table 1 (25% / median / 75%); None = "not reached" (within 300 labels).
 PAPER = {
@@ -33,9 +36,8 @@ def fmt(q) -> str:
 
 
 def reached(entry: dict) -> str:
-    labels = entry.get("final_labels") or []
-    text = "-".join(str(v) for v in sorted({labels[0], labels[-1]})) if labels else "?"
-    return text if entry.get("complete", True) else f"{text} (in progress)"
+    labels = entry.get("final_labels")
+    return format_reach(labels, entry.get("complete", True)) if labels else "?"
 
 
 def main() -> None:
@@ -49,7 +51,7 @@ def main() -> None:
         path = root / name / "report" / "labels_needed.json"
         if path.exists():
             for entry in json.loads(path.read_text()):
-                ours.setdefault((entry["setting"], entry["strategy"]), {**entry, "study": name})
+                ours.setdefault((entry["setting"], entry["strategy"]), entry)
     if not ours:
         raise SystemExit(f"no labels_needed.json under {root}/{{{','.join(STUDIES)}}}/report: run scripts/reproduce.py first")
     lines = [

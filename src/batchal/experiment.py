@@ -268,9 +268,11 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             inputs = _score_pool(model, data, candidates, labelled_t, config, spec, round_)
             score_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            options = {"num_samples": config.num_samples} if config.strategy == "batchbald" else {}
-            if config.strategy == "batchbald" and config.prefilter is not None:
-                options["prefilter"] = max(config.prefilter, batch_size)
+            options: dict[str, Any] = {}
+            if config.strategy == "batchbald":
+                options["num_samples"] = config.num_samples
+                if config.prefilter is not None:  # raised to the last round's smaller batch if need be
+                    options["prefilter"] = max(config.prefilter, batch_size)
             if "labelled_embeddings" in spec.options:
                 options["labelled_embeddings"] = inputs.pop("labelled_embeddings")
             selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)

@@ -178,6 +178,12 @@ def _save(fig, axes, path: Path, plt) -> None:
     plt.close(fig)
 
 
+def format_reach(final_labels: list[int], complete: bool) -> str:
+    """How far a group of runs got: "300", or "225-300 (in progress)" while some still run."""
+    text = f"{final_labels[0]}-{final_labels[-1]}" if len(final_labels) > 1 else str(final_labels[0])
+    return text if complete else f"{text} (in progress)"
+
+
 def _fmt(v: Optional[float]) -> str:
     return "not reached" if v is None or math.isinf(v) else f"{v:.0f}"
 
@@ -227,8 +233,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             complete = all("stop_reason" in r.rows[-1] for r in srs)
             budgets = [r.config["budget"] for r in srs if r.config.get("budget") is not None]
             entry.update({"budget": max(budgets) if budgets else None, "final_labels": reached, "complete": complete})
-            final_cell = f"{reached[0]}-{reached[-1]}" if len(reached) > 1 else str(reached[0])
-            cells += [final_cell + ("" if complete else " (in progress)"), f"{np.median(finals):.4f}"]
+            cells += [format_reach(reached, complete), f"{np.median(finals):.4f}"]
             md.append("| " + " | ".join(cells) + " |")
             table_rows.append(entry)
     md.append("")
