@@ -55,9 +55,14 @@ def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
         # BatchBALD at b = 40 on one core: its sampled regime (36 of the 40 picks) with 40,000
         # configurations over 5,000 candidates took over 10 minutes per round, so there only the
         # 1,000 points of highest BALD score compete and 10,000 configurations are sampled.
-        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=b, seed=seed, **MNIST_CPU,
-                                 **({"prefilter": 1_000, "num_samples": 10_000} if (s, b) == ("batchbald", 40) else {}))
-                for seed in seeds for b in (40, 5) for s in ("batchbald", "bald")]
+        # Last, a check of why BALD does not degrade with b on the CPU protocol: b = 40 on the
+        # paper's full pool (no subsample), where BALD's top 40 can hold near-duplicates.
+        b40 = {"prefilter": 1_000, "num_samples": 10_000}
+        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=b, seed=seed,
+                                 **{**MNIST_CPU, **({"pool_subsample": None} if full else {})},
+                                 **(b40 if (s, b) == ("batchbald", 40) else {}))
+                for full, sizes in ((False, (40, 5)), (True, (40,))) for seed in seeds for b in sizes
+                for s in ("bald", "batchbald")]
     if name == "badge-study":
         # BADGE's protocol: random initial labels (class-balanced here), a fresh model each round.
         configs = []
@@ -72,6 +77,12 @@ def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
                         ))
         return configs
     raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep or badge-study")
+
+
+def run_name(config: ExperimentConfig) -> str:
+    """The run folder's name; MNIST runs off the CPU protocol's pool subsample say so."""
+    full = config.dataset in ("mnist", "repeated-mnist") and config.pool_subsample is None
+    return f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}" + ("-full-pool" if full else "")
 
 
 def main() -> None:
@@ -98,7 +109,7 @@ def main() -> None:
             if key not in cache:
                 cache.clear()
                 cache[key] = load_dataset(config.dataset, args.data_dir, copies=config.copies)
-            run_dir = root / "runs" / config.dataset / f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}"
+            run_dir = root / "runs" / config.dataset / run_name(config)
             start = time.time()
             rows = run_experiment(config, run_dir, data=cache[key])
             print(f"[{n}/{len(configs)}] {run_dir}: {len(rows)} rounds, final accuracy {rows[-1]['test_accuracy']:.4f} "

@@ -80,6 +80,23 @@ def test_unfinished_runs_are_marked_in_progress(tmp_path):
     assert "30-40 (in progress)" in (out / "report.md").read_text()
 
 
+def test_runs_of_different_protocols_are_separate_curves_not_seeds(tmp_path):
+    # Same data set, b, strategy and seed; one on a 5,000-point pool subsample, one on the full pool.
+    a = fake_run(tmp_path / "sub", "mnist", "bald", 0, [0.5, 0.7, 0.9])
+    b = fake_run(tmp_path / "full", "mnist", "bald", 0, [0.5, 0.6, 0.7])
+    c = fake_run(tmp_path / "sub", "mnist", "bald", 1, [0.5, 0.7, 0.9])
+    for folder, pool in ((a, 5000), (b, None), (c, 5000)):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "pool_subsample": pool, "data_dir": str(folder)}))
+    grouped = group(find_runs([tmp_path]))
+    curves = grouped["mnist b=10"]
+    assert sorted(curves) == ["bald (full pool)", "bald (pool 5,000)"]
+    assert len(curves["bald (pool 5,000)"]) == 2 and len(curves["bald (full pool)"]) == 1  # seeds and data_dir do not split
+    write_report([tmp_path], tmp_path / "report", [0.85])
+    entries = {e["strategy"]: e for e in json.loads((tmp_path / "report" / "labels_needed.json").read_text())}
+    assert entries["bald (pool 5,000)"]["labels_to_0.85"][1] == 30 and entries["bald (full pool)"]["labels_to_0.85"][1] is None
+
+
 def test_label_entropy():
     assert label_entropy([1, 1, 1]) == 0
     assert label_entropy([0, 1, 2, 3]) == pytest.approx(math.log(4))

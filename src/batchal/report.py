@@ -31,11 +31,17 @@ import numpy as np
 from batchal.experiment import labels_to_reach, read_results
 
 
+# Config keys that may differ between the seeds of one curve; any other difference between runs
+# of the same setting and strategy is a different protocol, and the report keeps them apart.
+_NOT_PROTOCOL = {"seed", "data_dir", "device", "eval_batch_size"}
+
+
 @dataclass
 class Run:
     path: Path
     config: dict
     rows: list[dict]
+    variant: str = ""  # set by find_runs when runs of one setting and strategy differ in protocol
 
     @property
     def setting(self) -> str:
@@ -43,7 +49,8 @@ class Run:
 
     @property
     def strategy(self) -> str:
-        return self.config["strategy"]
+        """The strategy's name, with the protocol variant when one is needed to tell runs apart."""
+        return f"{self.config['strategy']} ({self.variant})" if self.variant else self.config["strategy"]
 
     @property
     def seed(self) -> int:
@@ -67,7 +74,38 @@ def find_runs(paths: list) -> list[Run]:
                 runs.append(Run(folder, json.loads(config_path.read_text()), rows))
     if not runs:
         raise ValueError(f"no finished rounds found under {', '.join(map(str, paths))} (expected folders with config.json and results.jsonl)")
+    _label_variants(runs)
     return runs
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        elif prefix or key not in _NOT_PROTOCOL:
+            out[prefix + key] = value
+    return out
+
+
+def _describe(key: str, value) -> str:
+    if key == "pool_subsample":
+        return "full pool" if value is None else f"pool {value:,}"
+    return f"{key}={value}"
+
+
+def _label_variants(runs: list[Run]) -> None:
+    """Runs of one setting and strategy that differ in protocol (pool subsample, K, ...) are not
+    seeds of one curve: name each by the config values that tell them apart."""
+    by_curve: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_curve[(run.setting, run.config["strategy"])].append(run)
+    for members in by_curve.values():
+        flat = [_flatten(run.config) for run in members]
+        keys = sorted({k for f in flat for k in f})
+        differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+        for run, f in zip(members, flat):
+            run.variant = ", ".join(_describe(k, f.get(k)) for k in differing)
 
 
 def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
