@@ -67,7 +67,9 @@ def main() -> None:
     for (setting, strategy), entry in sorted(ours.items()):
         if not setting.startswith(("mnist", "repeated-mnist")):
             continue
-        paper = PAPER.get((setting, strategy), (None, None))
+        # The paper's numbers are for the whole pool; a row naming a protocol variant, such as
+        # "bald (full pool)", is compared with the paper's row for its strategy.
+        paper = PAPER.get((setting, strategy.partition(" (")[0]), (None, None))
         lines.append(
             f"| {setting} | {strategy} | {entry['seeds']} | {entry.get('budget', '?')} | {reached(entry)} | {fmt(entry.get('labels_to_0.9'))} | {fmt(paper[0])} "
             f"| {fmt(entry.get('labels_to_0.95'))} | {fmt(paper[1])} |"

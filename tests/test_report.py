@@ -97,6 +97,24 @@ def test_runs_of_different_protocols_are_separate_curves_not_seeds(tmp_path):
     assert entries["bald (pool 5,000)"]["labels_to_0.85"][1] == 30 and entries["bald (full pool)"]["labels_to_0.85"][1] is None
 
 
+def test_sweep_plot_when_a_strategy_runs_at_several_batch_sizes(tmp_path):
+    fake_run(tmp_path, "mnist", "bald", 0, [0.5 + 0.05 * i for i in range(9)], b=10)  # labelled 20, 30, ..., 100
+    fake_run(tmp_path / "other", "mnist", "bald", 0, [0.5, 0.6, 0.7], b=40)  # labelled 20, 60, 100
+    fake_run(tmp_path, "mnist", "random", 0, [0.5, 0.6, 0.7], b=10)
+    write_report([tmp_path], tmp_path / "report", [0.85])
+    assert (tmp_path / "report" / "batch_size_sweep.png").is_file()
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Acquisition-size sweep" in md
+    assert "| mnist: bald | 20 | 60 | 100 |" in md  # the label counts both sizes pass through
+    assert "| b=10 | 0.500 | 0.700 | 0.900 |" in md and "| b=40 | 0.500 | 0.600 | 0.700 |" in md
+    assert "mnist: random" not in md  # one batch size: no sweep
+
+
+def test_no_sweep_plot_with_one_batch_size(study, tmp_path):
+    write_report([study], tmp_path / "report", [0.85])
+    assert not (tmp_path / "report" / "batch_size_sweep.png").exists()
+
+
 def test_label_entropy():
     assert label_entropy([1, 1, 1]) == 0
     assert label_entropy([0, 1, 2, 3]) == pytest.approx(math.log(4))

@@ -7,6 +7,8 @@ writes:
 - ``learning_curves.png``: test accuracy against labels, median and quartile band over seeds;
 - the labels-needed table (BatchBALD's counting: labelled-set size at the first round reaching
   the threshold, minus b; quartiles over seeds with "nearest" interpolation);
+- ``batch_size_sweep.png``: each strategy's median curve at every acquisition size b, when
+  runs of one data set and strategy use several b;
 - ``acquired_labels.png``: entropy of each round's acquired labels and the histogram of
   acquired classes;
 - ``time_per_round.png``: mean seconds per round split into train, score, select;
@@ -250,6 +252,38 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
     _save(fig, axes, out / "learning_curves.png", plt)
     md += ["## Learning curves", "", "Median over seeds, band from the 25th to the 75th percentile.", "", "![learning curves](learning_curves.png)", ""]
+
+    # Acquisition-size sweep: one panel per data set and strategy run with several b.
+    sweeps: dict[tuple, dict[tuple, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        sweeps[(run.config["dataset"], run.config["strategy"])][(run.config["acquisition_size"], run.variant)].append(run)
+    sweeps = {k: v for k, v in sorted(sweeps.items()) if len({b for b, _ in v}) > 1}
+    if sweeps:
+        fig, axes = plt.subplots(1, len(sweeps), figsize=(6.5 * len(sweeps), 4.5), squeeze=False, sharey=True)
+        for ax, ((dataset, strategy), lines) in zip(axes[0], sweeps.items()):
+            shades = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(lines)))
+            for shade, ((b, variant), srs) in zip(shades, sorted(lines.items())):
+                counts, acc = curve(srs)
+                label = f"b={b}" + (f", {variant}" if variant else "") + f" ({len(srs)} seed{'s' if len(srs) != 1 else ''})"
+                ax.plot(counts, np.median(acc, axis=0), label=label, color=shade)
+            ax.set(title=f"{dataset}: {strategy} by acquisition size b", xlabel="labelled examples", ylabel="test accuracy (median over seeds)")
+        _save(fig, axes, out / "batch_size_sweep.png", plt)
+        md += ["## Acquisition-size sweep", "",
+               "The same strategy at each acquisition size b: a strategy that picks redundant batches falls further behind as b grows. "
+               "Median test accuracy at the label counts every b passes through:",
+               "", "![acquisition-size sweep](batch_size_sweep.png)", ""]
+        for (dataset, strategy), lines in sweeps.items():
+            medians = {}
+            for (b, variant), srs in sorted(lines.items()):
+                counts, acc = curve(srs)
+                medians[(b, variant)] = dict(zip(counts, np.median(acc, axis=0)))
+            shared = sorted(set.intersection(*[set(m) for m in medians.values()]))
+            if not shared:
+                continue
+            md += [f"| {dataset}: {strategy} | " + " | ".join(str(c) for c in shared) + " |", "|" + "---|" * (len(shared) + 1)]
+            md += [f"| b={b}" + (f", {variant}" if variant else "") + " | " + " | ".join(f"{m[c]:.3f}" for c in shared) + " |"
+                   for (b, variant), m in medians.items()]
+            md.append("")
 
     # Labels needed.
     md += ["## Labels needed to reach an accuracy", "",
