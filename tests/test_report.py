@@ -110,6 +110,15 @@ def test_sweep_plot_when_a_strategy_runs_at_several_batch_sizes(tmp_path):
     assert "mnist: random" not in md  # one batch size: no sweep
 
 
+
+def test_sweep_table_shows_a_run_in_progress_as_dashes(tmp_path):
+    fake_run(tmp_path, "mnist", "bald", 0, [0.5 + 0.05 * i for i in range(9)], b=10)  # labelled 20, ..., 100
+    fake_run(tmp_path / "other", "mnist", "bald", 0, [0.5, 0.6], b=40)  # labelled 20, 60: still running
+    write_report([tmp_path], tmp_path / "report", [0.85])
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| mnist: bald | 20 | 60 | 100 |" in md and "| b=40 | 0.500 | 0.600 | - |" in md
+
+
 def test_no_sweep_plot_with_one_batch_size(study, tmp_path):
     write_report([study], tmp_path / "report", [0.85])
     assert not (tmp_path / "report" / "batch_size_sweep.png").exists()

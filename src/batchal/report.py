@@ -277,11 +277,12 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             for (b, variant), srs in sorted(lines.items()):
                 counts, acc = curve(srs)
                 medians[(b, variant)] = dict(zip(counts, np.median(acc, axis=0)))
-            shared = sorted(set.intersection(*[set(m) for m in medians.values()]))
-            if not shared:
-                continue
+            # Columns: the label counts on every b's grid (first count + multiples of b) that some
+            # run reached; a run still in progress shows "-" past its last round.
+            union = set().union(*medians.values())
+            shared = sorted(c for c in union if all(c >= min(m) and (c - min(m)) % b == 0 for (b, _), m in medians.items()))
             md += [f"| {dataset}: {strategy} | " + " | ".join(str(c) for c in shared) + " |", "|" + "---|" * (len(shared) + 1)]
-            md += [f"| b={b}" + (f", {variant}" if variant else "") + " | " + " | ".join(f"{m[c]:.3f}" for c in shared) + " |"
+            md += [f"| b={b}" + (f", {variant}" if variant else "") + " | " + " | ".join(f"{m[c]:.3f}" if c in m else "-" for c in shared) + " |"
                    for (b, variant), m in medians.items()]
             md.append("")
 
