@@ -261,11 +261,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
     if sweeps:
         fig, axes = plt.subplots(1, len(sweeps), figsize=(6.5 * len(sweeps), 4.5), squeeze=False, sharey=True)
         for ax, ((dataset, strategy), lines) in zip(axes[0], sweeps.items()):
-            shades = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(lines)))
-            for shade, ((b, variant), srs) in zip(shades, sorted(lines.items())):
+            sizes = sorted({b for b, _ in lines})
+            shades = dict(zip(sizes, plt.get_cmap("viridis")(np.linspace(0, 0.85, len(sizes)))))
+            styles = defaultdict(lambda: iter(["-", "--", ":", "-."] * 4))  # variants of one b: one colour, other dashes
+            for (b, variant), srs in sorted(lines.items()):
                 counts, acc = curve(srs)
                 label = f"b={b}" + (f", {variant}" if variant else "") + f" ({len(srs)} seed{'s' if len(srs) != 1 else ''})"
-                ax.plot(counts, np.median(acc, axis=0), label=label, color=shade)
+                ax.plot(counts, np.median(acc, axis=0), label=label, color=shades[b], ls=next(styles[b]))
             ax.set(title=f"{dataset}: {strategy} by acquisition size b", xlabel="labelled examples", ylabel="test accuracy (median over seeds)")
         _save(fig, axes, out / "batch_size_sweep.png", plt)
         md += ["## Acquisition-size sweep", "",
