@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from batchal.report import format_reach
+from batchal.report import format_reach, setting_order
 
 # The paper's Table 1 (25% / median / 75%); None = "not reached" (within 300 labels).
 PAPER = {
@@ -64,7 +64,7 @@ def main() -> None:
         "| setting | strategy | our seeds | our budget | our runs got to | ours to 90% | paper to 90% | ours to 95% | paper to 95% |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (setting, strategy), entry in sorted(ours.items()):
+    for (setting, strategy), entry in sorted(ours.items(), key=lambda kv: (setting_order(kv[0][0]), kv[0][1])):
         if not setting.startswith(("mnist", "repeated-mnist")):
             continue
         # The paper's numbers are for the whole pool; a row naming a protocol variant, such as

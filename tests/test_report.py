@@ -8,7 +8,7 @@ import pytest
 
 from batchal.cli import main
 from batchal.experiment import append_row
-from batchal.report import find_runs, group, label_entropy, labels_needed_quartiles, normalised_errors, penalty_matrix, write_report
+from batchal.report import find_runs, group, label_entropy, labels_needed_quartiles, normalised_errors, penalty_matrix, setting_order, write_report
 
 
 def fake_run(root, dataset, strategy, seed, accuracies, b=10, initial=20, classes=10):
@@ -108,6 +108,12 @@ def test_sweep_plot_when_a_strategy_runs_at_several_batch_sizes(tmp_path):
     assert "| mnist: bald | 20 | 60 | 100 |" in md  # the label counts both sizes pass through
     assert "| b=10 | 0.500 | 0.700 | 0.900 |" in md and "| b=40 | 0.500 | 0.600 | 0.700 |" in md
     assert "mnist: random" not in md  # one batch size: no sweep
+    assert list(group(find_runs([tmp_path]))) == ["mnist b=10", "mnist b=40"]
+
+
+def test_settings_sort_by_batch_size_as_a_number():
+    names = ["mnist b=40", "letter b=50", "mnist b=5", "mnist b=10"]
+    assert sorted(names, key=setting_order) == ["letter b=50", "mnist b=5", "mnist b=10", "mnist b=40"]
 
 
 

@@ -114,7 +114,13 @@ def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         out[run.setting][run.strategy].append(run)
-    return {s: dict(v) for s, v in sorted(out.items())}
+    return {s: dict(v) for s, v in sorted(out.items(), key=lambda kv: setting_order(kv[0]))}
+
+
+def setting_order(setting: str) -> tuple:
+    """Sort key for "dataset b=N" names: by data set, then by b as a number (5 before 10 before 40)."""
+    dataset, _, b = setting.rpartition(" b=")
+    return (dataset, int(b)) if b.isdigit() else (setting, 0)
 
 
 def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
