@@ -224,6 +224,10 @@ def _save(fig, axes, path: Path, plt) -> None:
     plt.close(fig)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def format_reach(final_labels: list[int], complete: bool) -> str:
     """How far a group of runs got: "300", or "225-300 (in progress)" while some still run."""
     text = f"{final_labels[0]}-{final_labels[-1]}" if len(final_labels) > 1 else str(final_labels[0])
@@ -253,7 +257,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         for strategy, srs in sorted(grouped[setting].items()):
             counts, acc = curve(srs)
             q25, q50, q75 = np.percentile(acc, [25, 50, 75], axis=0)
-            ax.plot(counts, q50, label=f"{strategy} ({len(srs)} seed{'s' if len(srs) != 1 else ''})", color=colors[strategy])
+            ax.plot(counts, q50, label=f"{strategy} ({_seeds(len(srs))})", color=colors[strategy])
             ax.fill_between(counts, q25, q75, alpha=0.2, color=colors[strategy])
         ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
     _save(fig, axes, out / "learning_curves.png", plt)
@@ -265,33 +269,34 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         sweeps[(run.config["dataset"], run.config["strategy"])][(run.config["acquisition_size"], run.variant)].append(run)
     sweeps = {k: v for k, v in sorted(sweeps.items()) if len({b for b, _ in v}) > 1}
     if sweeps:
+        # Median curve of every (b, variant) line, computed once for the plot and the table.
+        medians: dict[tuple, dict[tuple, dict[int, float]]] = defaultdict(dict)
+        for key, lines in sweeps.items():
+            for line, srs in sorted(lines.items()):
+                counts, acc = curve(srs)
+                medians[key][line] = dict(zip(counts, np.median(acc, axis=0)))
         fig, axes = plt.subplots(1, len(sweeps), figsize=(6.5 * len(sweeps), 4.5), squeeze=False, sharey=True)
         for ax, ((dataset, strategy), lines) in zip(axes[0], sweeps.items()):
             sizes = sorted({b for b, _ in lines})
             shades = dict(zip(sizes, plt.get_cmap("viridis")(np.linspace(0, 0.85, len(sizes)))))
             styles = defaultdict(lambda: iter(["-", "--", ":", "-."] * 4))  # variants of one b: one colour, other dashes
-            for (b, variant), srs in sorted(lines.items()):
-                counts, acc = curve(srs)
-                label = f"b={b}" + (f", {variant}" if variant else "") + f" ({len(srs)} seed{'s' if len(srs) != 1 else ''})"
-                ax.plot(counts, np.median(acc, axis=0), label=label, color=shades[b], ls=next(styles[b]))
+            for (b, variant), m in medians[(dataset, strategy)].items():
+                label = f"b={b}" + (f", {variant}" if variant else "") + f" ({_seeds(len(lines[(b, variant)]))})"
+                ax.plot(list(m), list(m.values()), label=label, color=shades[b], ls=next(styles[b]))
             ax.set(title=f"{dataset}: {strategy} by acquisition size b", xlabel="labelled examples", ylabel="test accuracy (median over seeds)")
         _save(fig, axes, out / "batch_size_sweep.png", plt)
         md += ["## Acquisition-size sweep", "",
                "The same strategy at each acquisition size b: a strategy that picks redundant batches falls further behind as b grows. "
                "Median test accuracy at the label counts every b passes through:",
                "", "![acquisition-size sweep](batch_size_sweep.png)", ""]
-        for (dataset, strategy), lines in sweeps.items():
-            medians = {}
-            for (b, variant), srs in sorted(lines.items()):
-                counts, acc = curve(srs)
-                medians[(b, variant)] = dict(zip(counts, np.median(acc, axis=0)))
+        for (dataset, strategy), by_line in medians.items():
             # Columns: the label counts on every b's grid (first count + multiples of b) that some
             # run reached; a run still in progress shows "-" past its last round.
-            union = set().union(*medians.values())
-            shared = sorted(c for c in union if all(c >= min(m) and (c - min(m)) % b == 0 for (b, _), m in medians.items()))
+            union = set().union(*by_line.values())
+            shared = sorted(c for c in union if all(c >= min(m) and (c - min(m)) % b == 0 for (b, _), m in by_line.items()))
             md += [f"| {dataset}: {strategy} | " + " | ".join(str(c) for c in shared) + " |", "|" + "---|" * (len(shared) + 1)]
             md += [f"| b={b}" + (f", {variant}" if variant else "") + " | " + " | ".join(f"{m[c]:.3f}" if c in m else "-" for c in shared) + " |"
-                   for (b, variant), m in medians.items()]
+                   for (b, variant), m in by_line.items()]
             md.append("")
 
     # Labels needed.
