@@ -20,7 +20,7 @@ def fake_run(root, dataset, strategy, seed, accuracies, b=10, initial=20, classe
         labels = [] if last else [(seed + i + k) % classes for k in range(b)] if strategy != "bald" else [i % classes] * b
         append_row(folder / "results.jsonl", {
             "round": i, "labelled": initial + b * i, "test_accuracy": acc, "test_nll": 1 - acc,
-            "acquired": [] if last else list(range(b)), "acquired_labels": labels, "scores": [0.0] * len(labels),
+            "acquired": [] if last else list(range(b * i, b * (i + 1))), "acquired_labels": labels, "scores": [0.0] * len(labels),
             "seconds": {"train": 1.0, "score": 2.0 if strategy != "random" else 0.0, "select": 0.5},
             "batch_diagnostics": None if last else {"logdet_gram": -10.0 + i, "mean_norm": 1.0 / (i + 1)},
             **({"stop_reason": "budget"} if last else {}),

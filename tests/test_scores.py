@@ -9,6 +9,18 @@ from batchal.acquisition import scores
 from conftest import random_log_probs
 
 
+def votes_by_counting(p):
+    """1 - (votes for the modal class) / K, counted sample by sample."""
+    out = []
+    for p_K_C in p:
+        counts = {}
+        for p_C in p_K_C:
+            c = max(range(p_C.shape[0]), key=lambda j: (float(p_C[j]), -j))  # first maximum
+            counts[c] = counts.get(c, 0) + 1
+        out.append(1 - max(counts.values()) / p_K_C.shape[0])
+    return torch.tensor(out, dtype=torch.float64)
+
+
 def direct(lp):
     p = lp.double().softmax(-1)  # N x K x C, renormalised like the library
     mean = p.mean(1)
@@ -17,7 +29,7 @@ def direct(lp):
     return {
         "entropy": H(mean, 1),
         "bald": H(mean, 1) - H(p, 2).mean(1),
-        "variation_ratios": 1 - mean.max(1).values,
+        "variation_ratios": votes_by_counting(p),
         "mean_std": p.std(1, correction=0).mean(1),
         "least_confidence": 1 - mean.max(1).values,
         "margin": -(top2[:, 0] - top2[:, 1]),
@@ -59,3 +71,15 @@ def test_uniform_prediction_has_maximal_entropy():
     lp = torch.full((1, 3, 5), -math.log(5))
     assert float(scores.entropy(lp)[0]) == pytest.approx(math.log(5))
     assert float(scores.margin(lp)[0]) == pytest.approx(0.0)
+
+
+def test_variation_ratios_count_votes_not_mean_probabilities():
+    # Two samples vote for class 0 with little confidence, one for class 1 with a lot: the mean
+    # prediction favours class 1, the vote class 0 (2 of 3).
+    p = torch.tensor([[[0.55, 0.45], [0.55, 0.45], [0.01, 0.99]]], dtype=torch.float64)
+    lp = p.log()
+    assert float(scores.variation_ratios(lp)[0]) == pytest.approx(1 - 2 / 3)
+    assert float(scores.least_confidence(lp)[0]) == pytest.approx(1 - (0.45 + 0.45 + 0.99) / 3)
+    unanimous = torch.tensor([[[0.6, 0.4], [0.9, 0.1]]], dtype=torch.float64).log()
+    assert float(scores.variation_ratios(unanimous)[0]) == 0.0
+    assert float(scores.variation_ratios(lp[:, :1])[0]) == 0.0  # K = 1: one vote, no variation

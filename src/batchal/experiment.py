@@ -125,6 +125,9 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 
 class Progress(Protocol):
+    """Callbacks of a run; ``resumed(round, labelled)`` is optional and called once when a run
+    continues from its results file."""
+
     def round_started(self, round: int, labelled: int) -> None: ...
     def epoch_done(self, record: dict) -> None: ...
     def round_done(self, row: dict) -> None: ...
@@ -166,22 +169,89 @@ class Splits:
         return Splits(validation=validation, initial=initial)
 
 
+class RunFileError(ValueError):
+    """A run folder's ``config.json`` or ``results.jsonl`` is damaged or does not match its run."""
+
+
+#: Keys every results row has, with the type each holds.
+_ROW_KEYS = {"round": int, "labelled": int, "test_accuracy": (int, float), "acquired": list, "acquired_labels": list}
+
+
+def _check_row(row, path: Path, line: int, expected_round: int, seen: set) -> None:
+    where = f"{path}, line {line}"
+    if not isinstance(row, dict):
+        raise RunFileError(f"{where}: expected a JSON object (one round), got {type(row).__name__}")
+    for key, kind in _ROW_KEYS.items():
+        if key not in row:
+            raise RunFileError(f"{where}: the row has no {key!r} (keys: {', '.join(sorted(row)) or 'none'}); the file is damaged or not a batchal results file")
+        if isinstance(row[key], bool) or not isinstance(row[key], kind):
+            raise RunFileError(f"{where}: {key!r} is {row[key]!r}; expected {getattr(kind, '__name__', 'a number')}")
+    if row["round"] != expected_round:
+        raise RunFileError(f"{where}: round {row['round']} where round {expected_round} was expected (rows must be consecutive from 0)")
+    if not 0 <= row["test_accuracy"] <= 1:
+        raise RunFileError(f"{where}: test_accuracy {row['test_accuracy']!r} is outside [0, 1]")
+    acquired = row["acquired"]
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in acquired):
+        raise RunFileError(f"{where}: 'acquired' must list data set indices (integers >= 0), got {acquired!r}")
+    if len(row["acquired_labels"]) != len(acquired):
+        raise RunFileError(f"{where}: {len(acquired)} acquired indices but {len(row['acquired_labels'])} acquired labels")
+    repeated = sorted(set(acquired) & seen) + sorted(i for i in set(acquired) if acquired.count(i) > 1)
+    if repeated:
+        raise RunFileError(f"{where}: data set index {repeated[0]} is acquired a second time; a run labels each item once")
+    seen.update(acquired)
+
+
 def read_results(path: Path) -> list[dict]:
-    """Complete rows of a results file; a partly written last line (a crash mid-write) is cut off."""
+    """Every row of a results file, checked; a partly written last line (a crash mid-write) is cut off.
+
+    A row is only ever appended whole, newline last, so an unterminated last line is the only
+    damage a crash leaves; it is removed from the file. Any other damage (a line that is not
+    UTF-8 or not JSON, a missing key, rounds out of order, an item acquired twice) raises
+    ``RunFileError`` naming the file and line: rows are never silently dropped.
+    """
     if not path.exists():
         return []
     raw = path.read_bytes()
-    rows, good = [], 0
-    for line in raw.split(b"\n")[:-1]:  # what follows the last newline is a partial row
+    lines = raw.split(b"\n")
+    rows: list[dict] = []
+    seen: set[int] = set()
+    for number, line in enumerate(lines[:-1], start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line) + 1
-    if good != len(raw):
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RunFileError(f"{path}, line {number}: not UTF-8 text (byte {exc.start}); the file is damaged") from None
+        except json.JSONDecodeError as exc:
+            raise RunFileError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); the file is damaged") from None
+        if rows and "stop_reason" in rows[-1]:
+            raise RunFileError(f"{path}, line {number}: a row follows the run's final row (line {number - 1} has a stop_reason)")
+        _check_row(row, path, number, len(rows), seen)
+        rows.append(row)
+    if lines[-1]:  # a torn last row: what follows the last newline
         with open(path, "r+b") as f:
-            f.truncate(good)
+            f.truncate(len(raw) - len(lines[-1]))
     return rows
+
+
+def check_rows_match(rows: list[dict], config: "ExperimentConfig", path: Path, dataset_size: int, unavailable: set) -> None:
+    """Refuse rows that this run's configuration could not have written (``RunFileError``)."""
+    expected = config.initial_size
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}, line {number}"
+        if row["labelled"] != expected:
+            raise RunFileError(
+                f"{where}: {row['labelled']} labelled where this run's configuration gives {expected} "
+                f"(initial_size {config.initial_size} plus earlier acquisitions); the rows belong to another configuration"
+            )
+        if len(row["acquired"]) > config.acquisition_size:
+            raise RunFileError(f"{where}: {len(row['acquired'])} items acquired, more than acquisition_size = {config.acquisition_size}")
+        if not row["acquired"] and "stop_reason" not in row:
+            raise RunFileError(f"{where}: a round that acquired nothing and did not stop")
+        for i in row["acquired"]:
+            if i >= dataset_size:
+                raise RunFileError(f"{where}: acquired index {i} is outside the data set ({dataset_size} training points)")
+            if i in unavailable:
+                raise RunFileError(f"{where}: acquired index {i} is in this run's validation or initial set")
+        expected += len(row["acquired"])
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -194,18 +264,52 @@ def append_row(path: Path, row: dict) -> None:
         os.close(fd)
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_config(path: Path) -> dict:
+    """A run's ``config.json`` as a dict, or ``RunFileError`` naming the file."""
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{path}: not UTF-8 text (byte {exc.start}); the file is damaged") from None
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); the file is damaged") from None
+    if not isinstance(config, dict):
+        raise RunFileError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
+    return config
+
+
 def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
+    """Write the folder's configuration, or check the new one against it: only the keys in
+    ``_RESUME_FREE_KEYS`` may differ, and the budget may grow (it is then rewritten)."""
     path = run_dir / "config.json"
+    results = run_dir / "results.jsonl"
     new = config.to_dict()
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_config(path)
         diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE_KEYS and old.get(k) != new.get(k))
-        if diff:
-            raise ValueError(f"{run_dir} holds a run with a different configuration ({', '.join(diff)} differ); choose another output directory")
+        grown = diff == ["budget"] and isinstance(old.get("budget"), int) and new["budget"] > old["budget"]
+        if diff and not grown:
+            raise ValueError(
+                f"{run_dir} holds a run with a different configuration ({', '.join(diff)} differ; {path}); "
+                "choose another output directory (only --budget may grow on an existing run)"
+            )
+        if grown:
+            _atomic_write(path, (json.dumps(new, indent=2) + "\n").encode())
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(new, indent=2) + "\n")
-    os.replace(tmp, path)
+    if results.exists() and results.stat().st_size:
+        raise RunFileError(
+            f"{results} has rows but {path} is missing, so the configuration that wrote them is unknown; "
+            "restore config.json or choose another output directory"
+        )
+    _atomic_write(path, (json.dumps(new, indent=2) + "\n").encode())
 
 
 def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Optional[Dataset] = None, progress: Optional[Progress] = None) -> list[dict]:
@@ -215,12 +319,19 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std)
     config = config.resolved(data)
-    _write_config(run_dir, config)
     results_path = run_dir / "results.jsonl"
-    rows = read_results(results_path)
+    rows = read_results(results_path)  # checked before the configuration may change
+    _write_config(run_dir, config)
+    splits = Splits.make(data, config)
+    check_rows_match(rows, config, results_path, len(data.train_y), set(splits.initial.tolist()) | set(splits.validation.tolist()))
+    if rows and rows[-1].get("stop_reason") == "budget" and rows[-1]["labelled"] < config.budget:
+        # The budget grew: the final round is run again, now acquiring, and the run goes on.
+        rows.pop()
+        _atomic_write(results_path, b"".join((json.dumps(row) + "\n").encode() for row in rows))
     if rows and "stop_reason" in rows[-1]:
         return rows
-    splits = Splits.make(data, config)
+    if progress and rows and hasattr(progress, "resumed"):
+        progress.resumed(len(rows), rows[-1]["labelled"] + len(rows[-1]["acquired"]))
     labelled = splits.initial.tolist() + [i for row in rows for i in row["acquired"]]
     unavailable = set(labelled) | set(splits.validation.tolist())
     pool = torch.tensor([i for i in range(len(data.train_y)) if i not in unavailable], dtype=torch.long)

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from batchal.experiment import labels_to_reach, read_results
+from batchal.experiment import labels_to_reach, read_config, read_results
 
 
 # Config keys that may differ between the seeds of one curve; any other difference between runs
@@ -73,7 +73,7 @@ def find_runs(paths: list) -> list[Run]:
             seen.add(folder)
             rows = read_results(folder / "results.jsonl")
             if rows:
-                runs.append(Run(folder, json.loads(config_path.read_text()), rows))
+                runs.append(Run(folder, read_config(config_path), rows))
     if not runs:
         raise ValueError(f"no finished rounds found under {', '.join(map(str, paths))} (expected folders with config.json and results.jsonl)")
     _label_variants(runs)

@@ -33,6 +33,13 @@ few at a time, until the best fresh gain beats every stale bound. With exact joi
 this returns the same picks as plain greedy (ties broken towards the lowest pool position in
 both); it usually re-evaluates a small fraction of the pool.
 
+Near the ceiling: I(y_S, y_x; w) <= H(w) = log K, so no candidate can add more than
+log K - I(y_S; w). Once the best fresh gain comes within ``tie_tolerance`` of that cap, every
+remaining candidate counts as tied with it and lazy greedy stops re-evaluating (without this,
+once the batch's information reaches log K every gain is near zero, no stale bound is beaten
+and every pick re-evaluates the whole pool). Far from the ceiling the rule never fires, so the
+picks there are those of plain greedy.
+
 Float32 screening: with float64 requested, candidate gains are first computed in float32
 (about 2.5x cheaper), and every candidate whose float32 gain is within 2 * SCREEN_TOLERANCE of
 the best is re-evaluated in float64; the pick is the float64 argmax, so the picks and scores
@@ -75,6 +82,10 @@ class BatchBALDResult:
 #: Exact configurations whose probability p(y_S = m) falls below this are dropped. Each dropped
 #: row changes a joint entropy by less than 1e-18 nats, far below float64 rounding of the sums.
 PRUNE_PROBABILITY = 1e-20
+
+#: Default tie tolerance near the ceiling (nats): candidates that could beat the best fresh gain
+#: by less than this, because the batch's information is that close to log K, count as tied.
+TIE_TOLERANCE = 0.02
 
 #: Bound on |gain in float32 - gain in float64| used by the float32 screening (nats). The
 #: measured error is below 1e-5 (tests check it stays under a tenth of this bound).
@@ -186,6 +197,7 @@ def batchbald(
     lazy: bool = True,
     screen: bool = True,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    tie_tolerance: float = TIE_TOLERANCE,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> BatchBALDResult:
     """Select ``batch_size`` pool positions by greedy BatchBALD (inputs already validated).
@@ -193,6 +205,8 @@ def batchbald(
     screen: with dtype float64, compute candidate gains first in float32 (about 2.5x cheaper)
     and re-evaluate in float64 every candidate that could still be the best (float32 gain
     within 2 * SCREEN_TOLERANCE of the best): the picks and scores are the float64 ones.
+    tie_tolerance: lazy greedy stops once log K - I(y_S; w), the most any candidate can add,
+    is within this of the best fresh gain (nats; 0 turns the rule off).
     ``progress(done, total)`` is called after every pick.
     """
     N, K, C = log_probs_N_K_C.shape
@@ -254,13 +268,17 @@ def batchbald(
                 # Lazy greedy: bounds only shrink, so stop once the best lower bound among the
                 # re-evaluated candidates beats every stale bound.
                 block = 16
+                # No candidate can add more than log K - I(y_S; w) (in the exact regime).
+                cap = ceiling - scores[-1]
                 while True:
                     stale_N = available_N & ~fresh_N
                     if not stale_N.any():
                         break
                     stale_bounds = torch.where(stale_N, bound_N, neg_inf)
-                    if fresh_N.any() and float(torch.where(fresh_N, low_N, neg_inf).max()) > float(stale_bounds.max()):
-                        break
+                    if fresh_N.any():
+                        best_fresh = float(torch.where(fresh_N, low_N, neg_inf).max())
+                        if best_fresh > float(stale_bounds.max()) or (tie_tolerance > 0 and cap <= best_fresh + tie_tolerance):
+                            break
                     candidates = stale_bounds.topk(min(block, int(stale_N.sum()))).indices
                     screen_candidates(candidates)
                     fresh_N[candidates] = True
@@ -295,7 +313,8 @@ def batchbald(
             warned_ceiling = True
             warnings.warn(
                 f"the batch's mutual information ({scores[-1]:.3f} nats) is near its ceiling log K = {ceiling:.3f} "
-                f"after {step + 1} picks; later picks are ranked mostly by estimator noise: use more MC samples K",
+                f"after {step + 1} picks; later picks are ranked mostly by estimator noise and count as tied within "
+                f"{tie_tolerance} nats: raise K, the MC-dropout samples (mc_samples, --mc-samples), for more informative batches",
                 BatchBALDWarning,
                 stacklevel=4,
             )

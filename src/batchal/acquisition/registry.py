@@ -25,6 +25,7 @@ from batchal.acquisition.validation import (
     check_positive_float,
     check_positive_int,
     check_random_state,
+    embedding_scale,
 )
 
 
@@ -113,7 +114,10 @@ def select(
     """Select ``batch_size`` points of the pool with a registered strategy.
 
     log_probs_N_K_C: log p(y | x_n, w_k) for N pool points, K MC samples, C classes.
-    embeddings_N_D: penultimate-layer features (``badge``, ``coreset``, ``kdpp``).
+    embeddings_N_D: penultimate-layer features (``badge``, ``coreset``, ``kdpp``). Features so
+        large (above 2^100) or small (below 2^-100) that squared distances would overflow
+        or underflow float64 are rescaled by a power of two first: the picks are unchanged,
+        the scores are in the rescaled units and ``info["embedding_scale"]`` holds the factor.
     seed: None, an int or a ``torch.Generator``; the same seed gives the same picks.
     progress: optional ``progress(done, total)`` callback (the library never prints).
     options: strategy-specific options; see ``describe(strategy)``.
@@ -140,6 +144,13 @@ def select(
             f"N = {embeddings_N_D.shape[0]}; both must describe the same pool"
         )
     pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
+    scale = embedding_scale(embeddings_N_D, checked.get("labelled_embeddings"))
+    if scale != 1.0:
+        # Squared distances of such features would overflow (or underflow) float64; a power of
+        # two rescales exactly and leaves distance-based picks unchanged.
+        embeddings_N_D = embeddings_N_D * scale
+        if checked.get("labelled_embeddings") is not None:
+            checked["labelled_embeddings"] = checked["labelled_embeddings"] * scale
     inputs = Inputs(
         batch_size=check_batch_size(batch_size, pool_size),
         generator=check_random_state(seed),
@@ -148,9 +159,11 @@ def select(
         progress=progress,
     )
     indices, picked_scores, info = spec.run(inputs, **checked)
+    if scale != 1.0:
+        info = {**info, "embedding_scale": scale}
     return Selection(
-        indices=torch.as_tensor(indices, dtype=torch.long).cpu(),
-        scores=torch.as_tensor(picked_scores, dtype=torch.float64).cpu(),
+        indices=torch.as_tensor(indices, dtype=torch.long).detach().cpu(),
+        scores=torch.as_tensor(picked_scores, dtype=torch.float64).detach().cpu(),
         strategy=strategy,
         info=info,
     )
@@ -214,6 +227,7 @@ def _batchbald(
     screen: bool = True,
     memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES,
     prefilter: Optional[int] = None,
+    tie_tolerance: float = _bb.TIE_TOLERANCE,
 ):
     _check_num_samples(inputs, num_samples)
     log_probs_N_K_C = inputs.log_probs_N_K_C
@@ -234,6 +248,7 @@ def _batchbald(
         lazy=lazy,
         screen=screen,
         memory_bytes=memory_bytes,
+        tie_tolerance=tie_tolerance,
         progress=inputs.progress,
     )
     indices = result.indices if kept_N is None else kept_N[torch.as_tensor(result.indices, dtype=torch.long)].tolist()
@@ -286,7 +301,8 @@ def _check_optional_steps(value):
 _SOURCES = {
     "entropy": "Predictive entropy H[mean_k p_k] (Shannon 1948; Settles 2009). Score: entropy in nats.",
     "bald": "BALD, top-b of I[y; w] = H[mean_k p_k] - mean_k H[p_k] (Houlsby et al. 2011; Gal et al. 2017). Score: BALD in nats.",
-    "variation_ratios": "Variation ratios 1 - max_c mean_k p_kc (Freeman 1965; Gal et al. 2017). Score: that value.",
+    "variation_ratios": "Variation ratios 1 - (votes of the modal class) / K, each MC sample voting for its argmax "
+    "(Freeman 1965; Gal et al. 2017; ties within a sample to the lowest class). Score: that value.",
     "mean_std": "Mean STD: mean_c std_k p_kc (Kampffmeyer et al. 2016). Score: that value.",
     "least_confidence": "Least confidence 1 - max_c p_c of the mean prediction (BADGE's 'Conf'). Score: that value.",
     "margin": "Margin -(p_(1) - p_(2)) of the mean prediction (BADGE's 'Marg'). Score: the negated margin.",
@@ -301,6 +317,7 @@ register(Strategy(
     summary=(_bb.__doc__ or "").strip().splitlines()[0]
     + " Exact joint entropies while C^n <= num_samples, importance-sampled after; lazy greedy by default. "
     "prefilter=m lets only the m points of highest BALD score compete (large pools). "
+    "Once the batch's information is within tie_tolerance of its ceiling log K, the remaining candidates count as tied. "
     "Score: the batch's mutual information I(y_1..y_n; w) after pick n (nats).",
     options={
         "num_samples": lambda v: check_positive_int(v, "num_samples"),
@@ -309,6 +326,7 @@ register(Strategy(
         "screen": _check_bool("screen"),
         "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
         "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter"),
+        "tie_tolerance": lambda v: check_positive_float(v, "tie_tolerance", allow_zero=True),
     },
 ))
 register(Strategy(

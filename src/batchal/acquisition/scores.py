@@ -62,8 +62,21 @@ def bald(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
 
 
 def variation_ratios(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
-    """Variation ratios: 1 - max_c mean_k p_kc  ->  N."""
-    return _chunked(log_probs_N_K_C, lambda lp: 1 - _mean_log_probs_n_C(lp).exp().amax(1))
+    """Variation ratios (Freeman 1965; Gal et al. 2017): the share of the K samples that do not
+    vote for the modal class, 1 - max_c #{k : argmax_c' p_kc' = c} / K  ->  N, in [0, 1 - 1/C].
+
+    Each sample votes for its most probable class (a tie inside one sample goes to the lowest
+    class index). This counts votes, unlike ``least_confidence`` (1 - max of the mean
+    prediction); with K = 1 it is 0 for every point.
+    """
+
+    def score(lp: torch.Tensor) -> torch.Tensor:
+        n, K, C = lp.shape
+        votes_n_C = torch.zeros(n, C, dtype=torch.float64, device=lp.device)
+        votes_n_C.scatter_add_(1, lp.argmax(2), torch.ones(n, K, dtype=torch.float64, device=lp.device))
+        return 1 - votes_n_C.amax(1) / K
+
+    return _chunked(log_probs_N_K_C, score)
 
 
 def mean_std(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
@@ -73,7 +86,7 @@ def mean_std(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
 
 def least_confidence(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
     """Least confidence: 1 - max_c p_c on the mean prediction p = mean_k p_k  ->  N."""
-    return variation_ratios(log_probs_N_K_C)
+    return _chunked(log_probs_N_K_C, lambda lp: 1 - _mean_log_probs_n_C(lp).exp().amax(1))
 
 
 def margin(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ class _MCState:
     generator: torch.Generator
     expand_input: bool
     expanded: bool = False
+    rows: int = 0  # inputs in the current forward pass, before expansion
 
 
 class _ConsistentDropout(nn.Module):
@@ -68,8 +69,13 @@ class _ConsistentDropout(nn.Module):
             x = x.unsqueeze(1).expand(x.shape[0], K, *x.shape[1:])
             state.expanded = True
         else:
-            if x.shape[0] % K:
-                raise RuntimeError(f"a batch of {x.shape[0]} rows reached {type(self).__name__} inside mc_dropout(k={K}); expected a multiple of K")
+            if x.shape[0] % K or (K > 1 and x.shape[0] == state.rows):
+                raise RuntimeError(
+                    f"a batch of {x.shape[0]} rows reached {type(self).__name__} inside mc_dropout(k={K}) after an earlier "
+                    f"dropout layer had already expanded the {state.rows} inputs to {state.rows * K} rows: some path to this "
+                    "layer skips the first dropout layer (parallel branches?); pass expand_input=True to repeat the input "
+                    "K times before the model instead"
+                )
             x = x.view(-1, K, *x.shape[1:])
         mask = self.mask(x.shape[2:]).to(device=x.device, dtype=x.dtype)
         return (x * mask).reshape(-1, *x.shape[2:])
@@ -137,6 +143,7 @@ def mc_dropout(model: nn.Module, k: int, seed=None, expand_input: bool = False) 
 
     def begin_forward(module, args):
         state.expanded = False
+        state.rows = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 0
         if state.expand_input:
             state.expanded = True
             x = args[0]

@@ -102,9 +102,21 @@ def predict_log_probs(
     with _eval_mode(model), _channels_last(model, channels_last, device), mc_dropout(model, k, seed=seed, expand_input=expand_input):
         for x in _batches(data, batch_size):
             B = x.shape[0]
-            logits = model(x.to(device))
+            try:
+                logits = model(x.to(device))
+            except RuntimeError as exc:
+                if expand_input or k == 1:
+                    raise
+                # Most often a path to the output that skips dropout meets the expanded B*K rows.
+                raise RuntimeError(
+                    f"{exc}\n(the model failed inside mc_dropout(k={k}), where the first dropout layer expands B inputs to "
+                    "B*K rows; if some path to the output skips dropout, pass expand_input=True)"
+                ) from exc
             if logits.dim() != 2 or logits.shape[0] != B * k:
-                raise RuntimeError(f"inside mc_dropout the model returned shape {tuple(logits.shape)}; expected [{B * k}, C] (B*K rows)")
+                raise RuntimeError(
+                    f"inside mc_dropout the model returned shape {tuple(logits.shape)}; expected [{B * k}, C] (B*K rows)"
+                    + ("" if expand_input else "; if some path to the output skips dropout, pass expand_input=True")
+                )
             log_probs_b_K_C = F.log_softmax(logits.float(), dim=1).view(B, k, -1).cpu()
             if out is None:
                 out = torch.empty(total, k, log_probs_b_K_C.shape[2], dtype=torch.float32)
