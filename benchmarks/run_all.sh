@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 python benchmarks/bench_badge.py
 python benchmarks/bench_batchbald.py --inputs synthetic
 python benchmarks/bench_batchbald.py --inputs mnist
+python benchmarks/bench_ceiling.py

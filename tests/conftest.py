@@ -6,6 +6,14 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+try:  # hypothesis keeps no example database: tests never write into the repository
+    from hypothesis import settings
+
+    settings.register_profile("batchal", database=None)
+    settings.load_profile("batchal")
+except ImportError:
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -21,7 +21,9 @@ from test_labelling import TOKEN, free_port, start_server, write_images  # noqa:
 from batchal.labelling import init_project  # noqa: E402
 
 CHROMIUM = os.environ.get("BATCHAL_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOT_DIR = Path(os.environ.get("BATCHAL_SCREENSHOT_DIR", ""))
+# Screenshots are copied out of the test's temporary folder only when this names a folder
+# (a plain Path("") would be ".", the repository root).
+SCREENSHOT_DIR = os.environ.get("BATCHAL_SCREENSHOT_DIR") or None
 
 ALL_IMAGES_LOADED = "[...document.querySelectorAll('.item img')].every(i => i.complete && i.naturalWidth > 0)"
 
@@ -65,10 +67,10 @@ def test_label_a_batch_with_the_keyboard_then_get_the_next(tmp_path):
             page.screenshot(path=str(after), full_page=True)
             browser.close()
         assert before.stat().st_size > 10_000 and after.stat().st_size > 10_000
-        if str(SCREENSHOT_DIR):
-            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copy(before, SCREENSHOT_DIR / "labelling-batch-labelled.png")
-            shutil.copy(after, SCREENSHOT_DIR / "labelling-next-batch.png")
+        if SCREENSHOT_DIR is not None:
+            Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy(before, Path(SCREENSHOT_DIR) / "labelling-batch-labelled.png")
+            shutil.copy(after, Path(SCREENSHOT_DIR) / "labelling-next-batch.png")
         from batchal.labelling.store import Store
 
         labels = Store(tmp_path / "proj").current_labels()

@@ -93,3 +93,30 @@ def test_progress_bars_on_a_terminal(tmp_path):
     text = output.decode(errors="replace")
     assert "random seed 0" in text and ("round/s" in text or "s/round" in text)
     assert "round 0: 10 labels" not in text  # no plain progress lines on a terminal
+
+
+@pytest.mark.parametrize("flag, value", [("--seeds", "a,b"), ("--seeds", ","), ("--thresholds", "0.9,x")])
+def test_list_parse_errors_name_the_flag(flag, value, capsys, tmp_path):
+    assert main(["run", *SMALL, flag, value, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"batchal: error: {flag}: expected comma-separated" in err and f"e.g. {flag} " in err
+
+
+def test_resumed_run_says_so_and_the_table_explains_its_counting(tmp_path, capsys):
+    args = ["run", *SMALL, "--strategy", "random", "--out", str(tmp_path)]
+    assert main(args[:-2] + ["--budget", "15", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(args) == 0  # the budget grew from 15 to 20: the finished run continues
+    out = capsys.readouterr().out
+    assert "resuming random seed 0 at round 1 (15 labels)" in out
+    assert "round 0:" not in out and "round 1: 15 labels" in out
+    assert "minus b, the acquisition size" in out
+
+
+def test_warnings_are_one_line_without_source(tmp_path, capsys):
+    # 10 joint-entropy samples over K = 4 masks: BatchBALD warns that its estimate will be noisy.
+    assert main(["run", *SMALL, "--strategy", "batchbald", "--num-samples", "10", "--budget", "15", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "noisy" in line]
+    assert lines and all(line.startswith("warning: ") for line in lines)
+    assert "warnings.warn" not in err and ".py:" not in err

@@ -215,3 +215,21 @@ def test_download_failure_is_reported(local_server, monkeypatch, tmp_path):
 def test_unknown_dataset_refused():
     with pytest.raises(ValueError, match="dataset must be one of"):
         load_dataset("cifar-10")
+
+
+def test_datasets_command_verifies_checksums(tmp_path, shared_data_dir, capsys, monkeypatch):
+    from batchal.cli import main
+
+    monkeypatch.delenv("BATCHAL_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "letter"
+    folder.mkdir()
+    text = (shared_data_dir / "letter" / "letter-recognition.data").read_text()
+    (folder / "letter-recognition.data").write_text(text.replace("T,2,8", "T,3,8", 1))
+    status = available_locally(tmp_path)
+    assert status["letter"].startswith("corrupt:") and "does not match its checksum" in status["letter"]
+    assert status["mnist"].startswith("missing")
+    assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "letter" in out and "corrupt:" in out
+    assert available_locally(shared_data_dir)["letter"] == str(shared_data_dir / "letter")

@@ -157,3 +157,35 @@ def test_channels_last_layout_gives_the_same_predictions_and_restores_the_model(
     b = batchal.predict_log_probs(model, X, k=4, seed=1, channels_last=True)
     assert torch.allclose(a, b, atol=1e-5)
     assert model[1].weight.is_contiguous()
+
+
+class ParallelBranches(nn.Module):
+    """Two dropout branches side by side: the second never sees the first's expanded rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Sequential(ConsistentMCDropout(0.5), nn.Linear(4, 3)), nn.Sequential(ConsistentMCDropout(0.5), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+class SkipPath(nn.Module):
+    """A path to the output that skips dropout: shapes B*K and B meet."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.skip = nn.Sequential(ConsistentMCDropout(0.5), nn.Linear(4, 3)), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.body(x) + self.skip(x)
+
+
+@pytest.mark.parametrize("model_class", [ParallelBranches, SkipPath])
+def test_models_that_need_expand_input_say_so(model_class):
+    torch.manual_seed(0)
+    model, x = model_class(), torch.randn(6, 4)
+    with pytest.raises(RuntimeError, match="expand_input=True"):
+        batchal.predict_log_probs(model, x, k=4, seed=0)
+    out = batchal.predict_log_probs(model, x, k=4, seed=0, expand_input=True)
+    assert out.shape == (6, 4, 3) and torch.isfinite(out).all()

@@ -20,7 +20,7 @@ from typing import Optional
 from batchal.acquisition.registry import describe, strategies
 from batchal.data.datasets import available_locally, dataset_names, load_dataset
 from batchal.data.files import DataError
-from batchal.experiment import ExperimentConfig, labels_to_reach, run_experiment
+from batchal.experiment import COUNTING_NOTE, ExperimentConfig, labels_to_reach, run_experiment
 from batchal.training import TrainConfig
 
 # `batchal run` with no arguments: the README's main job, about a minute on 2 cores.
@@ -52,6 +52,14 @@ class _Bars:
             self._tqdm = functools.partial(tqdm, ncols=size.columns or 100, nrows=size.lines or 20, file=sys.stderr)
             self.rounds = self._tqdm(total=total_rounds, desc=label, unit="round")
 
+    def resumed(self, round_: int, labelled: int) -> None:
+        message = f"resuming {self.label} at round {round_} ({labelled} labels)"
+        if self.interactive:
+            self.rounds.update(round_)
+            self.rounds.write(message, file=sys.stderr)
+        else:
+            print(message, flush=True)
+
     def round_started(self, round_: int, labelled: int) -> None:
         if self.interactive:
             self.epochs = self._tqdm(desc=f"  training on {labelled} labels", unit="epoch", leave=False)
@@ -78,12 +86,30 @@ class _Bars:
             self.rounds.close()
 
 
-def _split_list(text: str, convert=str) -> list:
+def _split_list(text: str, flag: str, convert=str) -> list:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
+    kind = {int: "integers", float: "numbers"}.get(convert, "names")
     try:
-        return [convert(t) for t in items]
+        values = [convert(t) for t in items]
     except ValueError:
-        raise ValueError(f"expected a comma-separated list, got {text!r}") from None
+        raise ValueError(f"{flag}: expected comma-separated {kind}, e.g. {flag} {_EXAMPLES[flag]}; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag}: expected comma-separated {kind}, e.g. {flag} {_EXAMPLES[flag]}; got {text!r}")
+    return values
+
+
+_EXAMPLES = {"--strategy": "batchbald,bald,random", "--seeds": "0,1,2", "--thresholds": "0.9,0.95", "--classes": "cat,dog"}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line ("warning: ..."), written above any progress bars."""
+    text = f"warning: {message}"
+    try:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        print(text, file=sys.stderr)
 
 
 def _load_toml(path: str) -> dict:
@@ -113,11 +139,11 @@ def _settings(args: argparse.Namespace) -> dict:
     if args.config is not None:
         settings.update(_load_toml(args.config))
     if "strategy" in explicit:
-        settings["strategies"] = _split_list(explicit.pop("strategy"))
+        settings["strategies"] = _split_list(explicit.pop("strategy"), "--strategy")
     if "seeds" in explicit:
-        settings["seeds"] = _split_list(explicit.pop("seeds"), int)
+        settings["seeds"] = _split_list(explicit.pop("seeds"), "--seeds", int)
     if "thresholds" in explicit:
-        settings["thresholds"] = _split_list(explicit.pop("thresholds"), float)
+        settings["thresholds"] = _split_list(explicit.pop("thresholds"), "--thresholds", float)
     train = dict(settings.pop("train", {}))
     for name in _TRAIN_FIELDS:
         if name in explicit:
@@ -174,6 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         results[strategy].append(rows)
     print()
     print(_table(results, first.acquisition_size, thresholds))
+    print()
+    print(COUNTING_NOTE)
     return 0
 
 
@@ -196,7 +224,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from batchal.report import write_report
 
-    thresholds = _split_list(args.thresholds, float) if args.thresholds else [0.9, 0.95]
+    thresholds = _split_list(args.thresholds, "--thresholds", float) if args.thresholds else [0.9, 0.95]
     path = write_report(args.run_dirs, args.out, thresholds)
     print(f"report written to {path}")
     return 0
@@ -205,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_label_init(args: argparse.Namespace) -> int:
     from batchal.labelling import init_project
 
-    store = init_project(args.project, args.images, _split_list(args.classes), model=args.model, strategy=args.strategy,
+    store = init_project(args.project, args.images, _split_list(args.classes, "--classes"), model=args.model, strategy=args.strategy,
                          batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples)
     print(f"{args.project}: {store.item_count()} images registered; start labelling with: batchal label serve {args.project}")
     return 0
@@ -312,15 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.simplefilter("once")
-    try:
-        return args.func(args)
-    except (ValueError, DataError, FileNotFoundError, FileExistsError) as exc:
-        print(f"batchal: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("batchal: interrupted; run the same command again to resume from the last complete round", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except (ValueError, DataError, FileNotFoundError, FileExistsError) as exc:
+            print(f"batchal: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("batchal: interrupted; run the same command again to resume from the last complete round", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -456,6 +456,14 @@ def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.
     return inputs
 
 
+#: The counting of ``labels_to_reach``, printed under every labels-needed table.
+COUNTING_NOTE = (
+    "Labels to X%: the labelled-set size (initial set included) at the first round whose model reaches X% test "
+    "accuracy, minus b, the acquisition size (the BatchBALD paper's Table 1 counting); the initial set's size when "
+    "the model trained on it alone reaches X%. So a run can show 30 labels to 80% while its accuracy at 30 labels was lower."
+)
+
+
 def labels_to_reach(rows: list[dict], threshold: float, acquisition_size: int) -> Optional[int]:
     """BatchBALD's Table 1 counting: the labelled-set size (initial set included) at the first
     round reaching the threshold, minus the acquisition size; None if never reached. When the

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from batchal.experiment import labels_to_reach, read_config, read_results
+from batchal.experiment import COUNTING_NOTE, labels_to_reach, read_config, read_results
 
 
 # Config keys that may differ between the seeds of one curve; any other difference between runs
@@ -224,6 +224,14 @@ def _save(fig, axes, path: Path, plt) -> None:
     plt.close(fig)
 
 
+def _whole_number_ticks(*axes) -> None:
+    """Label counts and classes are whole numbers: no 12.5 on their axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("s" if n != 1 else "")
 
@@ -260,6 +268,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             ax.plot(counts, q50, label=f"{strategy} ({_seeds(len(srs))})", color=colors[strategy])
             ax.fill_between(counts, q25, q75, alpha=0.2, color=colors[strategy])
         ax.set(title=setting, xlabel="labelled examples", ylabel="test accuracy")
+        _whole_number_ticks(ax)
     _save(fig, axes, out / "learning_curves.png", plt)
     md += ["## Learning curves", "", "Median over seeds, band from the 25th to the 75th percentile.", "", "![learning curves](learning_curves.png)", ""]
 
@@ -284,6 +293,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
                 label = f"b={b}" + (f", {variant}" if variant else "") + f" ({_seeds(len(lines[(b, variant)]))})"
                 ax.plot(list(m), list(m.values()), label=label, color=shades[b], ls=next(styles[b]))
             ax.set(title=f"{dataset}: {strategy} by acquisition size b", xlabel="labelled examples", ylabel="test accuracy (median over seeds)")
+            _whole_number_ticks(ax)
         _save(fig, axes, out / "batch_size_sweep.png", plt)
         md += ["## Acquisition-size sweep", "",
                "The same strategy at each acquisition size b: a strategy that picks redundant batches falls further behind as b grows. "
@@ -301,8 +311,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
 
     # Labels needed.
     md += ["## Labels needed to reach an accuracy", "",
-           "Labelled-set size (initial set included) at the first round reaching the threshold, minus b "
-           "(BatchBALD's Table 1 counting); 25% / median / 75% over seeds, nearest-rank.", ""]
+           "25% / median / 75% over seeds, nearest-rank.", ""]
     head = ["setting", "strategy", "seeds"] + [f"{t:.0%} acc" for t in thresholds] + ["final labels", "final accuracy (median)"]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table_rows = []
@@ -322,7 +331,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             cells += [format_reach(reached, complete), f"{np.median(finals):.4f}"]
             md.append("| " + " | ".join(cells) + " |")
             table_rows.append(entry)
-    md.append("")
+    md += ["", COUNTING_NOTE, ""]
     (out / "labels_needed.json").write_text(json.dumps(table_rows, indent=1))
 
     # Acquired labels: entropy per round and class histogram.
@@ -345,29 +354,35 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
                 for r in run.rows:
                     for c in r["acquired_labels"]:
                         hist[c] += 1
-            ax_h.bar(np.arange(num_classes) + k * width, hist / max(1, hist.sum()), width=width, label=strategy, color=colors[strategy])
+            # Bars of one class grouped around its tick.
+            ax_h.bar(np.arange(num_classes) + (k - (len(strategies) - 1) / 2) * width, hist / max(1, hist.sum()), width=width,
+                     label=strategy, color=colors[strategy])
         b = grouped[setting][strategies[0]][0].config["acquisition_size"]
         ax_e.axhline(math.log(min(b, num_classes)), ls="--", color="grey", lw=1, label="uniform over classes")
         ax_e.set(title=f"{setting}: diversity of each acquired batch", xlabel="labelled examples (before the acquisition)", ylabel="entropy of acquired labels (nats)")
-        ax_h.set(title=f"{setting}: acquired classes (all rounds, all seeds)", xlabel="class", ylabel="fraction of acquisitions")
+        ax_h.set(title=f"{setting}: acquired classes (all rounds, all seeds)", xlabel="class", ylabel="fraction of acquisitions",
+                 xlim=(-0.5, num_classes - 0.5))
+        _whole_number_ticks(ax_e, ax_h)
     _save(fig, axes, out / "acquired_labels.png", plt)
     md += ["## What was acquired", "", "Entropy of each acquired batch's true labels (higher = more diverse) and the class histogram.", "",
            "![acquired labels](acquired_labels.png)", ""]
 
-    # Time per round.
-    names = sorted({r.strategy for r in runs})
+    # Time per round, per setting: data sets differ by orders of magnitude in cost.
     parts = ("train", "score", "select")
-    means = {p: [np.mean([r["seconds"][p] for run in runs if run.strategy == s for r in run.rows if r["acquired"]] or [0.0]) for s in names] for p in parts}
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
-    bottom = np.zeros(len(names))
-    for p, color in zip(parts, ("#4c72b0", "#dd8452", "#55a868")):
-        ax.bar(names, means[p], bottom=bottom, label=p, color=color)
-        bottom += np.array(means[p])
-    ax.set(ylabel="seconds per round (mean)", title="time per acquisition round")
-    ax.tick_params(axis="x", rotation=30)
-    _save(fig, ax, out / "time_per_round.png", plt)
-    md += ["## Time per round", "", "| strategy | train s | score s | select s |", "|---|---|---|---|"]
-    md += [f"| {s} | {means['train'][i]:.1f} | {means['score'][i]:.1f} | {means['select'][i]:.2f} |" for i, s in enumerate(names)]
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(5, 1.2 * max(len(grouped[s]) for s in settings)) * len(settings), 4), squeeze=False)
+    md += ["## Time per round", "", "Mean seconds per acquisition round.", "", "| setting | strategy | train s | score s | select s |", "|---|---|---|---|---|"]
+    for ax, setting in zip(axes[0], settings):
+        names = sorted(grouped[setting])
+        means = {p: [np.mean([r["seconds"][p] for run in grouped[setting][s] for r in run.rows if r["acquired"]] or [0.0]) for s in names]
+                 for p in parts}
+        bottom = np.zeros(len(names))
+        for p, color in zip(parts, ("#4c72b0", "#dd8452", "#55a868")):
+            ax.bar(names, means[p], bottom=bottom, label=p, color=color)
+            bottom += np.array(means[p])
+        ax.set(ylabel="seconds per round (mean)", title=f"{setting}: time per acquisition round")
+        ax.tick_params(axis="x", rotation=30)
+        md += [f"| {setting} | {s} | {means['train'][i]:.1f} | {means['score'][i]:.1f} | {means['select'][i]:.2f} |" for i, s in enumerate(names)]
+    _save(fig, axes, out / "time_per_round.png", plt)
     md += ["", "![time per round](time_per_round.png)", ""]
 
     # BADGE's evaluation across settings.
@@ -407,7 +422,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
     diag = [(run, r) for run in runs for r in run.rows if r.get("batch_diagnostics")]
     if diag:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for s in names:
+        for s in sorted({r.strategy for r in runs}):
             points = [(r["labelled"], r["batch_diagnostics"]["logdet_gram"], r["batch_diagnostics"]["mean_norm"]) for run, r in diag if run.strategy == s]
             if not points:
                 continue
@@ -422,6 +437,7 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             axes[1].plot(xs, mn_med, label=s, color=colors[s])
         axes[0].set(xlabel="labelled examples", ylabel="log det of the batch's gradient-embedding Gram matrix", title="batch diversity")
         axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title="batch uncertainty")
+        _whole_number_ticks(*axes)
         _save(fig, axes, out / "batch_diagnostics.png", plt)
         md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
     md += ["## Runs", ""] + [f"- `{os.path.relpath(run.path, out.resolve())}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]

@@ -46,7 +46,8 @@ def as_float_tensor(value, name: str, ndim: int, shape_hint: str) -> torch.Tenso
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiub":
             raise ValueError(f"{name} must hold numbers, got a numpy array of dtype {value.dtype}; expected a float array of shape {shape_hint}")
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        # torch cannot view negative strides (a reversed array): copy those, share the rest.
+        value = torch.from_numpy(value.copy() if any(stride < 0 for stride in value.strides) else value)
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array of shape {shape_hint}, got {type(value).__name__}")
     if value.device.type == "meta":

@@ -252,11 +252,27 @@ def load_dataset(
     return LOADERS[name](data_dir, download_missing, progress, verify_files)
 
 
-def available_locally(data_dir: Optional[os.PathLike] = None) -> dict[str, str]:
-    """For each base data set: where its files are, 'built in', or 'missing'."""
+def available_locally(data_dir: Optional[os.PathLike] = None, check: bool = True) -> dict[str, str]:
+    """For each base data set: where its files are, 'built in', 'missing', or 'corrupt: why'.
+
+    check: read every file found and verify it (checksum and structure), so that a truncated or
+    damaged download is reported here rather than at the first run.
+    """
     status = {"digits": "built in (scikit-learn)"}
     roots = search_roots(data_dir)
     for name, fileset in FILESETS.items():
         paths = [find_file(fileset, f, roots) for f in fileset.files]
-        status[name] = str(paths[0].parent) if all(paths) else "missing (downloaded on first use)"
+        if not all(paths):
+            status[name] = "missing (downloaded on first use)"
+            continue
+        status[name] = str(paths[0].parent)
+        if check:
+            try:
+                for path, file in zip(paths, fileset.files):
+                    content = read_bytes(path)
+                    verify(path, content, file)
+                    if file.idx:
+                        parse_idx(content, path)
+            except DataError as exc:
+                status[name] = f"corrupt: {exc}"
     return status
