@@ -245,7 +245,7 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
         from batchal.labelling.app import new_token, serve
     except ImportError as exc:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
-    project = Project(args.project)
+    project = Project(args.project, device=args.device)
     token = args.token or new_token()
     status = project.status()
     print(f"batchal labelling: {status['items']} items ({status['labelled']} labelled), classes {', '.join(project.classes)}, "
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=float)
     run.add_argument("--data-dir", dest="data_dir", help="folder holding <dataset>/<files> (also $BATCHAL_DATA)")
     run.add_argument("--out", help="results folder (default runs/)")
-    run.add_argument("--device", help="cpu (default), cuda or auto")
+    run.add_argument("--device", help="cpu (default), cuda, cuda:N or auto: where training, scoring and selection run")
     run.add_argument("--thresholds", help="accuracies for the labels-needed columns, e.g. 0.9,0.95")
     run.set_defaults(func=cmd_run)
 
@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8765)
     serve_cmd.add_argument("--token", help="access token (default: a fresh random one)")
+    serve_cmd.add_argument("--device", default="cpu", help="where the model retrains and selects: cpu (default), cuda, cuda:N or auto")
     serve_cmd.set_defaults(func=cmd_label_serve)
     export = label_sub.add_parser("export", help="write every label")
     export.add_argument("project")

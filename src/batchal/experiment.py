@@ -30,6 +30,7 @@ import torch
 from batchal.acquisition.badge import batch_diagnostics
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import FeatureLayerError, predict_embeddings, predict_log_probs
+from batchal.devices import resolve_device
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
 from batchal.models import create_model, default_model, model_names
 from batchal.training import TrainConfig, evaluate, train_model
@@ -88,10 +89,7 @@ class ExperimentConfig:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
         if self.strategy == "batchbald" and self.num_samples < self.mc_samples:
             raise ValueError(f"num_samples={self.num_samples} is smaller than mc_samples={self.mc_samples}; expected num_samples >= mc_samples")
-        if self.device not in ("cpu", "cuda", "auto") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
-        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but no CUDA device is available; use --device cpu")
+        resolve_device(self.device)
 
     def resolved(self, data: Dataset) -> "ExperimentConfig":
         """A copy with every default filled in from the data set."""
@@ -103,7 +101,7 @@ class ExperimentConfig:
             copies = self.copies if self.dataset.startswith(REPEATED_PREFIX) else 1
             out.validation_size = _VALIDATION_DEFAULTS.get(base, 1024) * copies
         if out.device == "auto":
-            out.device = "cuda" if torch.cuda.is_available() else "cpu"
+            out.device = resolve_device("auto").type
         needed = out.validation_size + out.initial_size
         if needed >= len(data.train_y):
             raise ValueError(f"validation_size + initial_size = {needed} leaves no pool in {self.dataset}'s {len(data.train_y)} training points")
@@ -386,6 +384,10 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
                     options["prefilter"] = max(config.prefilter, batch_size)
             if "labelled_embeddings" in spec.options:
                 options["labelled_embeddings"] = inputs.pop("labelled_embeddings")
+            # Selection runs where the model ran (predictions come back on the CPU).
+            inputs = {name: value.to(device) for name, value in inputs.items()}
+            if options.get("labelled_embeddings") is not None:
+                options["labelled_embeddings"] = options["labelled_embeddings"].to(device)
             selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)
             select_seconds = time.perf_counter() - start
             # Pool positions -> dataset indices before anything is labelled.

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from batchal.bayesian.predict import predict_log_probs
+from batchal.devices import resolve_device
 
 
 @dataclass
@@ -45,13 +46,17 @@ class TrainConfig:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device=None) -> float:
-    """Deterministic accuracy (eval mode: dropout off)."""
+    """Deterministic accuracy (eval mode: dropout off), on ``device`` (default: the model's)."""
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     correct = 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size].to(device))
-        correct += int((logits.argmax(1).cpu() == y[start : start + batch_size]).sum())
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size].to(device))
+            correct += int((logits.argmax(1).cpu() == y[start : start + batch_size].cpu()).sum())
     model.train(was_training)
     return correct / max(1, len(x))
 
@@ -72,7 +77,7 @@ def train_model(
     if len(train_x) == 0:
         raise ValueError("cannot train on an empty labelled set; use an initial size >= 1")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     has_val = val_x is not None and len(val_x) > 0

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from batchal.acquisition.validation import check_positive_int
 from batchal.bayesian.dropout import mc_dropout
+from batchal.devices import resolve_device
 
 Data = Union[torch.Tensor, Dataset]
 
@@ -68,7 +69,7 @@ def _eval_mode(model: nn.Module):
 
 def _device_of(model: nn.Module, device) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        return resolve_device(device)
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 

@@ -21,6 +21,7 @@ import torch
 from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.devices import resolve_device
 from batchal.labelling.store import Store
 from batchal.models import create_model, model_names
 from batchal.training import TrainConfig, accuracy, train_model
@@ -76,7 +77,9 @@ def load_image(path: str, image_size: int, grayscale: bool) -> torch.Tensor:
 
 
 class Project:
-    def __init__(self, project_dir, train_config: Optional[TrainConfig] = None):
+    def __init__(self, project_dir, train_config: Optional[TrainConfig] = None, device=None):
+        """device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto)."""
+        self.device = resolve_device(device)
         self.dir = Path(project_dir)
         self.store = Store(self.dir)
         self.meta = self.store.meta()
@@ -201,23 +204,24 @@ class Project:
         model = create_model(self.meta["model"], tuple(x.shape[1:]), len(self.classes))
         train_model(model, x_of(train_ids), y_of(train_ids), x_of(held_out) if held_out else None,
                     y_of(held_out) if held_out else None, self.train_config,
-                    generator=torch.Generator().manual_seed(len(labels)))
+                    generator=torch.Generator().manual_seed(len(labels)), device=self.device)
         if held_out:
-            self.store.add_accuracy(len(labels), accuracy(model, x_of(held_out), y_of(held_out)), len(held_out))
+            self.store.add_accuracy(len(labels), accuracy(model, x_of(held_out), y_of(held_out), device=self.device), len(held_out))
         self.state = "selecting"
         strategy = self.meta["strategy"]
         spec = get_strategy(strategy)
         pool_x = x_of(pool)
         inputs = {}
         if spec.needs_embeddings or strategy == "coreset":
-            embeddings, log_probs_1 = predict_embeddings(model, pool_x)
+            embeddings, log_probs_1 = predict_embeddings(model, pool_x, device=self.device)
             inputs["embeddings_N_D"] = embeddings
             if spec.needs_log_probs:
                 inputs["log_probs_N_K_C"] = log_probs_1
         elif spec.needs_log_probs:
-            inputs["log_probs_N_K_C"] = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round)
+            inputs["log_probs_N_K_C"] = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
         else:
             inputs["embeddings_N_D"] = torch.zeros(len(pool), 1)
         options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
+        inputs = {name: value.to(self.device) for name, value in inputs.items()}
         selection = select(strategy, min(self.meta["batch_size"], len(pool)), seed=self.round, **inputs, **options)
         self.store.add_batch(strategy, [pool[p] for p in selection.indices.tolist()])
