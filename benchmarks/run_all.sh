@@ -6,3 +6,4 @@ python benchmarks/bench_badge.py
 python benchmarks/bench_batchbald.py --inputs synthetic
 python benchmarks/bench_batchbald.py --inputs mnist
 python benchmarks/bench_ceiling.py
+python benchmarks/bench_distributed.py

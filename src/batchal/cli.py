@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import shutil
 import statistics
 import sys
@@ -132,7 +133,7 @@ def _load_toml(path: str) -> dict:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "func", "config")}
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "func", "config", "ray", "cpus_per_run", "gpus_per_run")}
     # No flag that defines the experiment and no config file: the built-in demonstration.
     demo = args.config is None and set(explicit) <= {"out", "data_dir", "device", "thresholds"}
     settings = dict(MAIN_JOB) if demo else {}
@@ -190,18 +191,97 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"strategies {', '.join(names)}; seeds {', '.join(map(str, seeds))}; results in {out}", flush=True)
     results: dict[str, list[list[dict]]] = {s: [] for s in names}
     rounds_total = (first.budget - first.initial_size + first.acquisition_size - 1) // first.acquisition_size + 1
-    for (strategy, seed), config in configs.items():
-        run_dir = out / config.dataset / f"{strategy}-b{config.acquisition_size}-seed{seed}"
-        bars = _Bars(f"{strategy} seed {seed}", rounds_total, interactive)
-        try:
-            rows = run_experiment(config, run_dir, data=data, progress=bars)
-        finally:
-            bars.close()
-        results[strategy].append(rows)
-    print()
-    print(_table(results, first.acquisition_size, thresholds))
-    print()
-    print(COUNTING_NOTE)
+    folders = {(s, seed): out / config.dataset / f"{s}-b{config.acquisition_size}-seed{seed}" for (s, seed), config in configs.items()}
+    if args.ray is not None:
+        failed = _run_on_ray(args, configs, folders, results)
+    else:
+        failed = []
+        for (strategy, seed), config in configs.items():
+            bars = _Bars(f"{strategy} seed {seed}", rounds_total, interactive)
+            try:
+                rows = run_experiment(config, folders[(strategy, seed)], data=data, progress=bars)
+            finally:
+                bars.close()
+            results[strategy].append(rows)
+    results = {s: runs for s, runs in results.items() if runs}
+    if results:
+        print()
+        print(_table(results, first.acquisition_size, thresholds))
+        print()
+        print(COUNTING_NOTE)
+    if failed:
+        print(f"batchal: error: {len(failed)} run(s) failed: {', '.join(failed)}; the others finished", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_on_ray(args, configs, folders, results) -> list[str]:
+    from batchal.distributed.studies import run_study
+
+    names = {f"{s} seed {seed}": key for key, config in configs.items() for s, seed in [key]}
+
+    def on_done(outcome) -> None:
+        if outcome.error is None:
+            last = outcome.rows[-1]
+            print(f"{outcome.name}: done, {last['labelled']} labels, test accuracy {last['test_accuracy']:.4f}", flush=True)
+        else:
+            print(f"{outcome.name}: FAILED: {outcome.error}", flush=True)
+
+    runs = {name: (configs[key], folders[key]) for name, key in names.items()}
+    print(f"running {len(runs)} runs on Ray ({args.ray}), {args.cpus_per_run or 1} CPU(s)"
+          + (f" and {args.gpus_per_run} GPU" if args.gpus_per_run else "") + " each", flush=True)
+    outcomes = run_study(runs, args.ray, cpus_per_run=args.cpus_per_run or 1.0, gpus_per_run=args.gpus_per_run or 0.0, on_done=on_done)
+    for name, key in names.items():  # the table in the order of the command line
+        if outcomes[name].error is None:
+            results[key[0]].append(outcomes[name].rows)
+    return [name for name in names if outcomes[name].error is not None]
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from batchal.distributed.scoring import ScoreJob, score_pool
+
+    shape = _split_list(args.input_shape, "--input-shape", int) if args.input_shape else None
+    job = ScoreJob(pool=args.pool, model=args.model, weights=args.weights, mc_samples=args.mc_samples, seed=args.seed,
+                   num_classes=args.num_classes, embeddings=args.embeddings, keep_log_probs=args.keep_log_probs,
+                   shard_size=args.shard_size, batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb,
+                   column=args.column, input_shape=shape)
+    bar, start = None, __import__("time").perf_counter()
+
+    def progress(done: int, total: int, items: int) -> None:
+        nonlocal bar
+        rate = items / max(1e-9, __import__("time").perf_counter() - start)
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            if bar is None:
+                bar = tqdm(total=total, desc="scoring", unit="shard", file=sys.stderr)
+            bar.n = done
+            bar.set_postfix(items=items, items_per_s=f"{rate:.0f}")
+            bar.refresh()
+        else:
+            print(f"scored {done}/{total} shards, {items} items ({rate:.0f} items/s)", flush=True)
+
+    try:
+        manifest = score_pool(job, args.out, ray_address=args.ray, workers=args.workers, cpus_per_worker=args.cpus_per_worker, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{manifest['pool']['items']} items scored into {args.out} ({manifest['shards']} shards)"
+          + (f"; {manifest['kept']} kept with their log-probabilities" if "kept" in manifest else ""))
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from batchal.distributed.selection import select_scored
+
+    picks = select_scored(args.scored, args.strategy, args.batch_size, args.seed, beta=args.beta, num_samples=args.num_samples,
+                          ray_address=args.ray)
+    text = json.dumps(picks, indent=1) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{len(picks['picks'])} picks written to {args.output}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -295,7 +375,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results folder (default runs/)")
     run.add_argument("--device", help="cpu (default), cuda, cuda:N or auto: where training, scoring and selection run")
     run.add_argument("--thresholds", help="accuracies for the labels-needed columns, e.g. 0.9,0.95")
+    run.add_argument("--ray", help="run every (strategy, seed) as a task on a Ray cluster: local, auto or HOST:PORT")
+    run.add_argument("--cpus-per-run", dest="cpus_per_run", type=float, help="with --ray: CPUs per run (default 1; torch uses as many threads)")
+    run.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, help="with --ray: GPUs per run, fractions share one (e.g. 0.25)")
     run.set_defaults(func=cmd_run)
+
+    score = sub.add_parser("score", help="score a pool (images, .npy or Parquet) shard by shard into Parquet, in-process or on Ray",
+                           description="Every per-point score of a streamed pool, written as sharded Parquet; rerun to resume.")
+    score.add_argument("pool", help="a folder of PNG/JPEG images, a .npy file [N, ...] or Parquet file(s)")
+    score.add_argument("--model", required=True, help="a registered model (mnist_cnn, mlp, ...) or MODULE:FACTORY (package.module:fn or file.py:fn)")
+    score.add_argument("--weights", help="the model's state dict (torch.save(model.state_dict(), FILE.pt))")
+    score.add_argument("--num-classes", dest="num_classes", type=int, help="classes, for registered models")
+    score.add_argument("--mc-samples", dest="mc_samples", type=int, default=20, help="MC-dropout samples K (default 20)")
+    score.add_argument("--seed", type=int, default=0, help="seed of the K dropout masks (default 0)")
+    score.add_argument("--out", required=True, help="output folder")
+    score.add_argument("--embeddings", action="store_true", help="also write penultimate features and the prediction (badge, coreset)")
+    score.add_argument("--keep-log-probs", dest="keep_log_probs", type=int, help="keep the K x C log-probabilities of the M items of highest BALD (batchbald)")
+    score.add_argument("--shard-size", dest="shard_size", type=int, default=4096, help="items per shard (default 4096)")
+    score.add_argument("--batch-size", dest="batch_size", type=int, default=256, help="items per forward pass (default 256)")
+    score.add_argument("--image-size", dest="image_size", type=int, default=28, help="images are resized to this square size (default 28)")
+    score.add_argument("--rgb", action="store_true", help="keep colour (default: grayscale)")
+    score.add_argument("--column", help="Parquet: the column holding inputs (arrays) or image paths")
+    score.add_argument("--input-shape", dest="input_shape", help="Parquet arrays: reshape each row, e.g. 1,28,28")
+    score.add_argument("--ray", help="run on a Ray cluster: local, auto or HOST:PORT (default: in this process)")
+    score.add_argument("--workers", type=int, help="with --ray: scoring actors (default: the cluster's CPUs / --cpus-per-worker)")
+    score.add_argument("--cpus-per-worker", dest="cpus_per_worker", type=float, default=1.0, help="with --ray: CPUs (and torch threads) per actor")
+    score.set_defaults(func=cmd_score)
+
+    select_cmd = sub.add_parser("select", help="select a batch from a scored folder (batchal score's output)")
+    select_cmd.add_argument("scored", help="a folder written by batchal score")
+    select_cmd.add_argument("--strategy", required=True, help="random, entropy, bald, variation_ratios, mean_std, least_confidence, margin, power_bald, badge, coreset or batchbald")
+    select_cmd.add_argument("--batch-size", dest="batch_size", type=int, required=True)
+    select_cmd.add_argument("--seed", type=int, default=0)
+    select_cmd.add_argument("--beta", type=float, default=1.0, help="power_bald's exponent (default 1)")
+    select_cmd.add_argument("--num-samples", dest="num_samples", type=int, default=40_000, help="batchbald's joint-entropy samples")
+    select_cmd.add_argument("--ray", help="badge/coreset on a Ray cluster: local, auto or HOST:PORT")
+    select_cmd.add_argument("-o", "--output", help="picks file (JSON; default: standard output)")
+    select_cmd.set_defaults(func=cmd_select)
 
     datasets = sub.add_parser("datasets", help="list the data sets and where their files are")
     datasets.add_argument("--data-dir", dest="data_dir")

@@ -22,8 +22,9 @@ are converted to consistent MC dropout by ``create_model``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
+import torch
 from torch import nn
 
 from batchal.bayesian.dropout import ConsistentMCDropout, ConsistentMCDropout2d, convert_dropout
@@ -104,3 +105,61 @@ def default_model(dataset_name: str, input_shape: tuple[int, ...]) -> str:
     if len(input_shape) == 3 and min(input_shape[1:]) >= 12:
         return "mnist_cnn"
     return "mlp"
+
+
+def load_model(spec: str, input_shape: tuple[int, ...], num_classes: Optional[int] = None, weights=None) -> nn.Module:
+    """A model from a registered name (``mnist_cnn``, ...) or a user's ``MODULE:FACTORY``
+    (``package.module:make_model`` or ``path/to/file.py:make_model``, called with no arguments),
+    its dropout made consistent, with the state dict in ``weights`` (a ``.pt`` file) loaded.
+    Registered names need ``num_classes``."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"--model must be a registered model ({', '.join(_MODELS)}) or MODULE:FACTORY, got {spec!r}")
+    if spec in _MODELS:
+        if num_classes is None:
+            raise ValueError(f"--model {spec} needs the number of classes (--num-classes)")
+        model = create_model(spec, input_shape, num_classes)
+    elif ":" in spec:
+        module_name, _, factory_name = spec.rpartition(":")
+        module = _import_module(module_name, spec)
+        factory = getattr(module, factory_name, None)
+        if not callable(factory):
+            raise ValueError(f"--model {spec}: {module_name} has no callable {factory_name!r}")
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"--model {spec}: {factory_name}() returned {type(model).__name__}, expected a torch.nn.Module")
+        convert_dropout(model)
+    else:
+        raise ValueError(f"--model must be a registered model ({', '.join(_MODELS)}) or MODULE:FACTORY, got {spec!r}")
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"--weights {weights}: no such file") from None
+        except Exception as exc:  # torch raises several types for a damaged or foreign file
+            raise ValueError(f"--weights {weights}: not a PyTorch state dict file ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"--weights {weights}: expected a state dict (torch.save(model.state_dict(), ...)), got {type(state).__name__}")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"--weights {weights} do not fit --model {spec}: {exc}") from None
+    return model.eval()
+
+
+def _import_module(name: str, spec: str):
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"--model {spec}: no such file {path}")
+        module_spec = importlib.util.spec_from_file_location(f"batchal_user_model_{abs(hash(str(path.resolve())))}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ValueError(f"--model {spec}: cannot import {name} ({exc})") from None

@@ -28,12 +28,36 @@ import torch
 from batchal.acquisition.badge import GradientEmbeddings
 
 
+#: Positions per block of Gumbel noise: each block has its own generator, so the noise of any
+#: range of pool positions can be drawn without drawing the rest (sharded pools).
+NOISE_BLOCK = 1 << 16
+
+
+def noise_key(generator: torch.Generator) -> int:
+    """One draw from ``generator`` that fixes every position's noise (``gumbel_noise``)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def gumbel_noise(key: int, start: int, stop: int) -> torch.Tensor:
+    """Standard Gumbel noise for pool positions start..stop-1 (float64), the same whichever
+    range it is drawn with: block j of NOISE_BLOCK positions comes from a generator seeded by
+    (key, j)."""
+    parts = []
+    for block in range(start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK + 1 if stop > start else 0):
+        g = torch.Generator().manual_seed((key * 1_000_003 + block) % 2**63)
+        u = torch.rand(NOISE_BLOCK, generator=g, dtype=torch.float64)
+        lo = max(start, block * NOISE_BLOCK) - block * NOISE_BLOCK
+        hi = min(stop, (block + 1) * NOISE_BLOCK) - block * NOISE_BLOCK
+        parts.append(u[lo:hi])
+    u = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+    return -torch.log(-torch.log(u.clamp_(min=1e-300)))
+
+
 def gumbel_top_k(log_weights_N: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k indices drawn without replacement with probability proportional to exp(log_weights)
-    (Gumbel-top-k: the top k of log w + Gumbel noise)."""
-    u = torch.rand(log_weights_N.shape, generator=generator, dtype=torch.float64).clamp_(min=1e-300)
-    keys = log_weights_N.cpu() - torch.log(-torch.log(u))
-    return keys.topk(k).indices
+    (Gumbel-top-k: the top k of log w + Gumbel noise; ties to the lowest position)."""
+    keys = log_weights_N.cpu().double() + gumbel_noise(noise_key(generator), 0, log_weights_N.shape[0])
+    return torch.sort(-keys, stable=True).indices[:k]
 
 
 def sample_kdpp(

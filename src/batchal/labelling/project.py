@@ -15,12 +15,12 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.data.images import load_image
 from batchal.devices import resolve_device
 from batchal.labelling.store import Store
 from batchal.models import create_model, model_names
@@ -63,17 +63,6 @@ def init_project(
     meta = {"classes": classes, "model": model, "strategy": strategy, "batch_size": batch_size,
             "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples}
     return Store.create(Path(project_dir), meta, paths)
-
-
-def load_image(path: str, image_size: int, grayscale: bool) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.float32) / 255.0
-    x = torch.from_numpy(array)
-    x = x[None] if grayscale else x.permute(2, 0, 1)
-    return (x - 0.5) / 0.5
 
 
 class Project:

@@ -1,0 +1,28 @@
+"""Image files as model inputs: decoded with Pillow (an optional dependency), converted to
+grayscale or RGB, resized to a square and scaled to [-1, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from batchal.data.files import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def load_image(path, image_size: int, grayscale: bool) -> torch.Tensor:
+    """One image as a float32 tensor [1 or 3, image_size, image_size] in [-1, 1]."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ValueError("reading images needs Pillow: pip install -c constraints.txt -e '.[ray]' (or '.[label]')") from None
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    x = torch.from_numpy(array)
+    x = x[None] if grayscale else x.permute(2, 0, 1)
+    return (x - 0.5) / 0.5
