@@ -62,7 +62,7 @@ def test_requests_without_the_token_are_refused(project_dir):
     app = create_app(Project(project_dir), TOKEN)
     with TestClient(app) as anonymous:
         for method, path in [("get", "/api/batch"), ("get", "/api/status"), ("post", "/api/next"), ("get", "/api/items/1/image"), ("get", "/")]:
-            response = getattr(anonymous, method)(path)
+            response = getattr(anonymous, method)(path, **({"json": {}} if method == "post" else {}))
             assert response.status_code == 401, path
         assert anonymous.post("/api/labels", json={"id": 1, "label": "3"}).status_code == 401
         assert anonymous.get("/api/batch", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -130,7 +130,7 @@ def test_next_batch_retrains_in_the_background_and_avoids_labelled_items(client,
     truth = json.loads((project_dir.parent / "truth.json").read_text())
     first = client.get("/api/batch").json()
     label_current_batch(client, truth)
-    assert client.post("/api/next").status_code == 202
+    assert client.post("/api/next", json={}).status_code == 202
     client.project.wait(120)
     status = client.get("/api/status").json()
     assert status["state"] == "idle", status["error"]
@@ -139,7 +139,7 @@ def test_next_batch_retrains_in_the_background_and_avoids_labelled_items(client,
     labelled = {item["id"] for item in first["items"]}
     assert not labelled & {item["id"] for item in second["items"]}
     label_current_batch(client, truth)
-    client.post("/api/next")
+    client.post("/api/next", json={})
     client.project.wait(120)
     history = client.get("/api/status").json()["accuracy"]
     assert len(history) >= 1 and history[-1]["labelled"] == 10 and 0 <= history[-1]["accuracy"] <= 1

@@ -315,7 +315,12 @@ def cmd_label_init(args: argparse.Namespace) -> int:
 
     store = init_project(args.project, args.images, _split_list(args.classes, "--classes"), model=args.model, strategy=args.strategy,
                          batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples)
+    skipped = store.meta().get("skipped", [])
     print(f"{args.project}: {store.item_count()} images registered; start labelling with: batchal label serve {args.project}")
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped:")
+        for entry in skipped:
+            print(f"  {entry['path']}: {entry['reason']}")
     return 0
 
 

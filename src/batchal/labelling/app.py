@@ -13,7 +13,14 @@ API (every request needs the access token, as ``Authorization: Bearer TOKEN`` or
 - ``GET /api/items/{id}/image``: an item's image, by id only.
 
 Errors are 4xx JSON ``{"error": message}``: 400 malformed or invalid input, 401 no or wrong
-token, 404 unknown item.
+token, 403 a state-changing request from another origin, 404 unknown item, 413 a body over
+``MAX_BODY_BYTES``, 415 a state-changing request that is not ``application/json``.
+
+Cross-site defences: a POST must carry ``Content-Type: application/json`` (a cross-site form
+or ``no-cors`` fetch cannot send it without a CORS preflight, which this server never grants)
+and, when the browser sends ``Origin`` (or only ``Referer``), come from the server's own
+origin; every response forbids framing (``X-Frame-Options: DENY``, CSP ``frame-ancestors
+'none'``) and MIME sniffing.
 """
 
 from __future__ import annotations
@@ -34,6 +41,19 @@ from batchal.labelling.project import Project
 
 COOKIE = "batchal_token"
 
+#: Largest request body accepted (a label request is well under 1 KiB).
+MAX_BODY_BYTES = 64 * 1024
+
+#: Item ids are SQLite integers: 1 .. 2^63 - 1.
+MAX_ITEM_ID = 2**63 - 1
+
+_SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
@@ -49,6 +69,33 @@ def create_app(project: Project, token: str) -> FastAPI:
         return bool(given) and secrets.compare_digest(given.encode(), token.encode())
 
     @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await guarded(request, call_next)
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers[name] = value
+        return response
+
+    def own_origin(request: Request) -> str:
+        return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+    async def guarded(request: Request, call_next):
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("origin")
+            if origin is None and request.headers.get("referer"):
+                from urllib.parse import urlsplit
+
+                parts = urlsplit(request.headers["referer"])
+                origin = f"{parts.scheme}://{parts.netloc}"
+            if origin is not None and origin != own_origin(request):
+                return _error(403, f"cross-origin request refused: Origin {origin} is not this server ({own_origin(request)})")
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/json":
+                return _error(415, f"Content-Type must be application/json, got {content_type or 'none'}")
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        return await require_token(request, call_next)
+
     async def require_token(request: Request, call_next):
         if request.url.path == "/" and request.query_params.get("token"):
             if secrets.compare_digest(request.query_params["token"].encode(), token.encode()):
@@ -87,17 +134,24 @@ def create_app(project: Project, token: str) -> FastAPI:
 
     @app.post("/api/labels")
     async def post_label(request: Request):
+        raw = bytearray()
+        async for chunk in request.stream():  # bodies without Content-Length are limited too
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = json.loads(bytes(raw))
+        except (ValueError, UnicodeDecodeError, RecursionError):  # bad JSON, numbers of over 4,300 digits, deep nesting
             return _error(400, 'body must be JSON: {"id": ITEM_ID, "label": CLASS}')
         if not isinstance(body, dict):
             return _error(400, 'body must be a JSON object: {"id": ITEM_ID, "label": CLASS}')
         item_id, label, annotator = body.get("id"), body.get("label"), body.get("annotator")
         if isinstance(item_id, bool) or not isinstance(item_id, int):
-            return _error(400, f"id must be an integer item id, got {item_id!r}")
+            return _error(400, f"id must be an integer item id, got {str(item_id)[:40]!r}")
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            return _error(404, f"no item with id {str(item_id)[:40]}")
         if not isinstance(label, str):
-            return _error(400, f"label must be a string, one of {', '.join(project.classes)}; got {label!r}")
+            return _error(400, f"label must be a string, one of {', '.join(project.classes)}; got {str(label)[:40]!r}")
         if annotator is not None and (not isinstance(annotator, str) or len(annotator) > 100):
             return _error(400, "annotator must be a string of at most 100 characters")
         try:
@@ -119,11 +173,15 @@ def create_app(project: Project, token: str) -> FastAPI:
 
     @app.get("/api/items/{item_id}/image")
     def get_image(item_id: int):
+        if not 1 <= item_id <= MAX_ITEM_ID:
+            return _error(404, f"no item with id {str(item_id)[:40]}")
         path = project.image_path(item_id)
         if path is None:
             return _error(404, f"no item with id {item_id}")
-        if not path.is_file():
-            return _error(404, f"the image of item {item_id} is no longer on disk")
+        safe = project.servable_path(item_id)
+        if safe is None:
+            return _error(404, f"the image of item {item_id} is no longer a file inside the images folder")
+        path = safe
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     return app

@@ -20,6 +20,7 @@ import torch
 from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.data.files import DataError
 from batchal.data.images import load_image
 from batchal.devices import resolve_device
 from batchal.labelling.store import Store
@@ -28,6 +29,31 @@ from batchal.training import TrainConfig, accuracy, train_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 HOLD_OUT_EVERY = 5
+
+
+def _scan_images(images_dir: Path, image_size: int, grayscale: bool) -> tuple[list[str], list[dict]]:
+    """Image files under ``images_dir`` (relative paths, sorted) and those skipped, with why:
+    files that cannot be decoded (truncated, not an image) and links that lead out of the folder."""
+    root = images_dir.resolve()
+    found, skipped = [], []
+    for path in sorted(images_dir.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not (path.is_file() or path.is_symlink()):
+            continue
+        relative = path.relative_to(images_dir).as_posix()
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            skipped.append({"path": relative, "reason": "a link to a file outside the images folder"})
+            continue
+        if not target.is_file():
+            skipped.append({"path": relative, "reason": "not a regular file"})
+            continue
+        try:
+            load_image(target, image_size, grayscale)
+        except DataError as exc:
+            skipped.append({"path": relative, "reason": str(exc).split(": ", 1)[-1]})
+            continue
+        found.append(relative)
+    return found, skipped
 
 
 def init_project(
@@ -42,12 +68,11 @@ def init_project(
     grayscale: bool = True,
     mc_samples: int = 20,
 ) -> Store:
+    """Register every readable PNG/JPEG under ``images_dir`` (recursively). Unreadable files and
+    links out of the folder are skipped and listed (``Store.meta()["skipped"]``), never fatal."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"--images {images_dir}: not a folder")
-    paths = sorted(str(p.resolve()) for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise ValueError(f"--images {images_dir}: no PNG or JPEG images found")
     classes = [c.strip() for c in classes]
     if len(classes) < 2 or any(not c for c in classes) or len(set(classes)) != len(classes):
         raise ValueError(f"--classes must name at least two distinct, non-empty classes, got {classes!r}")
@@ -60,8 +85,13 @@ def init_project(
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
     if model == "mnist_cnn" and image_size < 12:
         raise ValueError("--image-size must be >= 12 for the mnist_cnn model")
+    paths, skipped = _scan_images(images_dir, image_size, grayscale)
+    if not paths:
+        reason = f" ({len(skipped)} skipped: {skipped[0]['path']}: {skipped[0]['reason']}, ...)" if skipped else ""
+        raise ValueError(f"--images {images_dir}: no PNG or JPEG images found" + (f" that can be read{reason}" if skipped else ""))
     meta = {"classes": classes, "model": model, "strategy": strategy, "batch_size": batch_size,
-            "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples}
+            "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples,
+            "images_root": str(images_dir.resolve()), "skipped": skipped}
     return Store.create(Path(project_dir), meta, paths)
 
 
@@ -75,6 +105,7 @@ class Project:
         self.classes: list[str] = self.meta["classes"]
         self.train_config = train_config or TrainConfig(epoch_samples=1024, max_epochs=15, patience=3)
         self._features: Optional[torch.Tensor] = None
+        self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
         self._item_ids: Optional[list[int]] = None
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
@@ -86,14 +117,38 @@ class Project:
     def features(self) -> tuple[list[int], torch.Tensor]:
         """Every item's model input, loaded once (item ids in order, tensor N x C x H x W)."""
         if self._features is None:
-            paths = self.store.item_paths()
-            self._item_ids = list(paths)
-            self._features = torch.stack([load_image(p, self.meta["image_size"], self.meta["grayscale"]) for p in paths.values()])
+            ids, images = [], []
+            for item in self.store.item_paths():
+                path = self.servable_path(item)
+                try:
+                    if path is None:
+                        raise DataError("no longer a file inside the images folder")
+                    images.append(load_image(path, self.meta["image_size"], self.meta["grayscale"]))
+                    ids.append(item)
+                except DataError as exc:  # damaged after init: skipped and shown in status, never fatal
+                    self.unreadable[item] = str(exc)
+            self._item_ids, self._features = ids, torch.stack(images)
         return self._item_ids, self._features
 
     def image_path(self, item_id: int) -> Optional[Path]:
+        """Where the item's image is registered (None: no such item). Projects made before
+        ``images_root`` existed hold absolute paths."""
         path = self.store.item_path(item_id)
-        return Path(path) if path else None
+        if path is None:
+            return None
+        root = self.meta.get("images_root")
+        return Path(root) / path if root else Path(path)
+
+    def servable_path(self, item_id: int) -> Optional[Path]:
+        """The item's image file if it is still a regular file inside the images folder, checked
+        at every request (a link swapped in after ``init`` that leads out is refused)."""
+        path = self.image_path(item_id)
+        if path is None:
+            return None
+        root = self.meta.get("images_root")
+        target = path.resolve()
+        inside = target.is_relative_to(Path(root).resolve()) if root else target == path
+        return target if inside and target.is_file() else None
 
     # --- batches and labels ---
     def current_batch(self) -> tuple[int, list[int]]:
@@ -116,6 +171,8 @@ class Project:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return self.state
+            if not self._pool(self.store.current_labels()):
+                return "done"  # everything is labelled: nothing to train for, no empty batch written
             self.state, self.error = "training", None
             self._thread = threading.Thread(target=self._next_batch_safely, daemon=True)
             self._thread.start()
@@ -144,6 +201,8 @@ class Project:
             "strategy": self.meta["strategy"],
             "classes": self.classes,
             "accuracy": self.store.accuracy_history(),
+            "skipped": self.meta.get("skipped", []) + [{"id": i, "reason": r} for i, r in self.unreadable.items()],
+            "done": not self._pool(labels),
         }
 
     # --- background work ---
@@ -175,7 +234,6 @@ class Project:
         labels = self.store.current_labels()
         pool = self._pool(labels)
         if not pool:
-            self.store.add_batch("done", [])
             return
         if len(set(labels.values())) < 2:
             self.store.add_batch("diversity", self._diverse_batch(labels))
@@ -194,8 +252,9 @@ class Project:
         train_model(model, x_of(train_ids), y_of(train_ids), x_of(held_out) if held_out else None,
                     y_of(held_out) if held_out else None, self.train_config,
                     generator=torch.Generator().manual_seed(len(labels)), device=self.device)
+        estimate = None
         if held_out:
-            self.store.add_accuracy(len(labels), accuracy(model, x_of(held_out), y_of(held_out), device=self.device), len(held_out))
+            estimate = (len(labels), accuracy(model, x_of(held_out), y_of(held_out), device=self.device), len(held_out))
         self.state = "selecting"
         strategy = self.meta["strategy"]
         spec = get_strategy(strategy)
@@ -213,4 +272,6 @@ class Project:
         options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
         selection = select(strategy, min(self.meta["batch_size"], len(pool)), seed=self.round, **inputs, **options)
-        self.store.add_batch(strategy, [pool[p] for p in selection.indices.tolist()])
+        # The accuracy row and the batch commit together: a crash in between leaves neither, so a
+        # retry never writes a second accuracy row for the same labels.
+        self.store.add_batch(strategy, [pool[p] for p in selection.indices.tolist()], accuracy=estimate)

@@ -139,14 +139,13 @@ class Store:
                               (item_id, label, annotator, time.time()))
             return cur.lastrowid
 
-    def add_batch(self, strategy: str, item_ids: list[int]) -> int:
+    def add_batch(self, strategy: str, item_ids: list[int], accuracy: Optional[tuple[int, float, int]] = None) -> int:
+        """A new batch, and with it (same transaction) the accuracy estimate (labelled,
+        accuracy, held_out) of the model that chose it."""
         with self.write() as con:
+            if accuracy is not None:
+                con.execute("INSERT INTO accuracy(labelled, accuracy, held_out, created_at) VALUES (?, ?, ?, ?)", (*accuracy, time.time()))
             batch_id = con.execute("INSERT INTO batches(strategy, created_at) VALUES (?, ?)", (strategy, time.time())).lastrowid
             con.executemany("INSERT INTO batch_items(batch_id, position, item_id) VALUES (?, ?, ?)",
                             [(batch_id, i, item) for i, item in enumerate(item_ids)])
             return batch_id
-
-    def add_accuracy(self, labelled: int, accuracy: float, held_out: int) -> None:
-        with self.write() as con:
-            con.execute("INSERT INTO accuracy(labelled, accuracy, held_out, created_at) VALUES (?, ?, ?, ?)",
-                        (labelled, accuracy, held_out, time.time()))
