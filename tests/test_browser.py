@@ -104,3 +104,109 @@ def test_named_classes_get_number_keys_in_order(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                                   "--disable-component-update", "--disable-sync"])
+
+
+def test_rgb_images_with_a_users_model_suggestions_enter_undo_next_and_export(tmp_path):
+    from test_labelling_models import CLASSES, USER_MODEL, colour_images
+
+    from batchal.labelling import export_labels
+    from batchal.labelling.store import Store
+
+    truth = colour_images(tmp_path / "images", count=36)
+    (tmp_path / "net.py").write_text(USER_MODEL)
+    init_project(tmp_path / "proj", tmp_path / "images", CLASSES, model=f"{tmp_path / 'net.py'}:make", strategy="bald", batch_size=6, mc_samples=4)
+    store = Store(tmp_path / "proj")
+    name_of = {i: os.path.basename(p) for i, p in store.item_paths().items()}
+    port = free_port()
+    server = start_server(tmp_path / "proj", port)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1250, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+            page.wait_for_selector(".item img")
+            page.wait_for_function(ALL_IMAGES_LOADED)
+            ids = [int(page.locator(".item").nth(i).get_attribute("data-id")) for i in range(6)]
+            for n, item in enumerate(ids):  # keys 1, 2, 3 are red, green, blue
+                page.keyboard.press(str(CLASSES.index(truth[name_of[item]]) + 1))
+                page.wait_for_function(f"document.querySelectorAll('.item.done').length >= {n + 1}")
+            page.keyboard.press("n")
+            page.wait_for_function("ids => [...document.querySelectorAll('.item')].every(e => !ids.includes(Number(e.dataset.id)))",
+                                   arg=ids, timeout=120_000)
+            page.wait_for_selector(".why b")  # the model's suggestions are shown
+            page.wait_for_function(ALL_IMAGES_LOADED)
+            second = [int(page.locator(".item").nth(i).get_attribute("data-id")) for i in range(6)]
+            suggested = [page.locator(".item .why b").nth(i).inner_text() for i in range(6)]
+            for n in range(3):  # Enter accepts the suggestion of the highlighted item
+                page.keyboard.press("Enter")
+                page.wait_for_function(f"document.querySelectorAll('.item.done').length >= {n + 1}")
+            page.keyboard.press("u")  # undo the third
+            page.wait_for_function("document.querySelectorAll('.item.done').length === 2")
+            for n in range(2, 6):
+                page.keyboard.press(str(CLASSES.index(truth[name_of[second[n]]]) + 1))
+                page.wait_for_function(f"document.querySelectorAll('.item.done').length >= {n + 1}")
+            page.wait_for_function("document.getElementById('info').textContent.includes('information')")
+            shot = tmp_path / "rgb.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        assert shot.stat().st_size > 10_000
+        if SCREENSHOT_DIR is not None:
+            shutil.copy(shot, Path(SCREENSHOT_DIR) / "labelling-rgb.png")
+        labels = Store(tmp_path / "proj").current_labels()
+        assert [labels[i] for i in second[:2]] == suggested[:2]
+        assert all(labels[i] == truth[name_of[i]] for i in ids + second[2:])
+        history = Store(tmp_path / "proj").label_history()
+        assert sum(1 for row in history if row["undoes"] is not None) == 1
+        assert len(export_labels(tmp_path / "proj", "csv").strip().splitlines()) == 1 + 12
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+
+
+def test_a_page_on_another_port_cannot_label_through_the_logged_in_cookie(tmp_path):
+    import http.server
+    import threading
+
+    from batchal.labelling.store import Store
+
+    write_images(tmp_path / "images", count=12)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=3)
+    item = min(Store(tmp_path / "proj").item_paths())
+    port, evil_port = free_port(), free_port()
+    target = f"http://127.0.0.1:{port}/api/labels"
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "index.html").write_text(f"""<!doctype html><body>
+<form id="form" method="POST" action="{target}" enctype="text/plain"><input name='{{"id": {item}, "label": "3", "x": "' value='"}}'></form>
+<iframe id="frame" src="http://127.0.0.1:{port}/"></iframe>
+<script>
+fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include", body: JSON.stringify({{id: {item}, label: "4"}})}})
+  .finally(() => {{ document.title = "fetched"; document.getElementById("form").submit(); }});
+</script></body>""")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "evil"), **k)
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", evil_port), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    server = start_server(tmp_path / "proj", port)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")  # logged in: the cookie is set
+            page.wait_for_selector(".item img")
+            responses = []
+            page.on("response", lambda r: responses.append((r.url, r.status)))
+            page.goto(f"http://127.0.0.1:{evil_port}/")
+            page.wait_for_url(target, timeout=30_000)  # the form was submitted and answered
+            assert "cross-origin request refused" in page.content()
+            browser.close()
+        assert Store(tmp_path / "proj").label_history() == []
+        assert (target, 403) in responses
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+        evil.shutdown()

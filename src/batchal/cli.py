@@ -314,9 +314,12 @@ def cmd_label_init(args: argparse.Namespace) -> int:
     from batchal.labelling import init_project
 
     store = init_project(args.project, args.images, _split_list(args.classes, "--classes"), model=args.model, strategy=args.strategy,
-                         batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples)
+                         batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples,
+                         weights=args.weights, features=args.features, labels=args.labels, stop_patience=args.stop_patience)
     skipped = store.meta().get("skipped", [])
-    print(f"{args.project}: {store.item_count()} images registered; start labelling with: batchal label serve {args.project}")
+    imported = len(store.current_labels())
+    print(f"{args.project}: {store.item_count()} images registered" + (f", {imported} labels imported" if imported else "")
+          + f"; start labelling with: batchal label serve {args.project}")
     if skipped:
         print(f"{len(skipped)} file(s) skipped:")
         for entry in skipped:
@@ -341,13 +344,22 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_label_export(args: argparse.Namespace) -> int:
-    from batchal.labelling import export_labels
+    from batchal.labelling import export_labels, export_predictions
 
     text = export_labels(args.project, args.format)
     if args.output:
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
+    if args.predictions:
+        Path(args.predictions).write_text(export_predictions(args.project, args.format))
+        print(f"predictions for the unlabelled items written to {args.predictions}", file=sys.stderr)
+    if args.model_weights:
+        trained = Path(args.project) / "model.pt"
+        if not trained.is_file():
+            raise ValueError(f"{args.project} has no trained model yet: label two classes and ask for the next batch first")
+        shutil.copyfile(trained, args.model_weights)
+        print(f"the latest trained model's state dict written to {args.model_weights}", file=sys.stderr)
     return 0
 
 
@@ -437,7 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("project", help="the project folder (created; holds project.sqlite)")
     init.add_argument("--images", required=True, help="folder of PNG or JPEG images (searched recursively)")
     init.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog")
-    init.add_argument("--model", default="mnist_cnn")
+    init.add_argument("--model", default="mnist_cnn", help="mnist_cnn (default), emnist_cnn, mlp, or your own MODULE:FACTORY (package.module:fn or file.py:fn)")
+    init.add_argument("--weights", help="with MODULE:FACTORY: a state dict to start every round's fine-tuning from")
+    init.add_argument("--features", help="FEATURES.npy: one row per image (sorted path order; or .npz with 'paths' and 'features') "
+                      "from any backbone; a Bayesian MLP head is trained on them")
+    init.add_argument("--labels", help="CSV of path,label for images already labelled (paths relative to --images)")
+    init.add_argument("--stop-patience", dest="stop_patience", type=int, default=3,
+                      help="batches without a better held-out accuracy before the page suggests stopping (default 3)")
     init.add_argument("--strategy", default="batchbald")
     init.add_argument("--batch-size", dest="batch_size", type=int, default=10)
     init.add_argument("--image-size", dest="image_size", type=int, default=28, help="images are resized to this square size")
@@ -455,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("project")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--predictions", help="also write the latest model's predictions for unlabelled items (same format)")
+    export.add_argument("--model-weights", dest="model_weights", help="also copy the latest trained model's state dict here")
     export.set_defaults(func=cmd_label_export)
     return parser
 

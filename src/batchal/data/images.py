@@ -11,8 +11,9 @@ from batchal.data.files import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def load_image(path, image_size: int, grayscale: bool) -> torch.Tensor:
-    """One image as a float32 tensor [1 or 3, image_size, image_size] in [-1, 1]."""
+def load_image(path, image_size: int, grayscale: bool, mean=None, std=None) -> torch.Tensor:
+    """One image as a float32 tensor [1 or 3, image_size, image_size]: (x - mean) / std per channel
+    with x in [0, 1] (default mean = std = 0.5, which gives [-1, 1])."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -25,4 +26,6 @@ def load_image(path, image_size: int, grayscale: bool) -> torch.Tensor:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     x = torch.from_numpy(array)
     x = x[None] if grayscale else x.permute(2, 0, 1)
-    return (x - 0.5) / 0.5
+    mean = torch.tensor(0.5 if mean is None else mean, dtype=torch.float32).reshape(-1, 1, 1)
+    std = torch.tensor(0.5 if std is None else std, dtype=torch.float32).reshape(-1, 1, 1)
+    return (x - mean) / std

@@ -3,12 +3,17 @@
 API (every request needs the access token, as ``Authorization: Bearer TOKEN`` or the
 ``batchal_token`` cookie that ``GET /?token=TOKEN`` sets):
 
-- ``GET /api/batch``: ``{"batch_id", "classes", "items": [{"id", "image_url", "label"}]}``,
-  the current batch chosen by the strategy (``label``: the item's current label or null).
+- ``GET /api/batch``: ``{"batch_id", "classes", "items": [{"id", "image_url", "label",
+  "suggestion", "probability", "score"}]}``, the current batch chosen by the strategy
+  (``label``: the item's current label or null; ``suggestion`` and ``probability``: the model's
+  most probable class, null before a model exists; ``score``: why the item was chosen).
 - ``POST /api/labels`` with ``{"id": ITEM_ID, "label": CLASS, "annotator": optional}``:
   stores the label (committed to SQLite before the answer) -> ``{"ok", "id", "label", "label_id"}``.
   Relabelling adds to the history; the latest label counts.
-- ``POST /api/next``: retrain in the background and select the next batch -> 202 ``{"state"}``.
+- ``POST /api/undo``: undo the last label by a new history row -> ``{"ok", "id", "label", "label_id"}``
+  (``label``: the item's label before, or null); 409 when there is nothing to undo.
+- ``POST /api/next``: retrain in the background and select the next batch -> 202 ``{"state"}``
+  (``"done"``, and no new batch, once every item is labelled).
 - ``GET /api/status``: counts, training state, accuracy history.
 - ``GET /api/items/{id}/image``: an item's image, by id only.
 
@@ -126,11 +131,21 @@ def create_app(project: Project, token: str) -> FastAPI:
     def get_batch():
         batch_id, items = project.current_batch()
         labels = project.store.current_labels()
+        details = {d["id"]: d for d in project.store.batch_details(batch_id)}
         return {
             "batch_id": batch_id,
             "classes": project.classes,
-            "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": labels.get(i)} for i in items],
+            "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": labels.get(i),
+                       "suggestion": details.get(i, {}).get("suggestion"), "probability": details.get(i, {}).get("probability"),
+                       "score": details.get(i, {}).get("score")} for i in items],
         }
+
+    @app.post("/api/undo")
+    def post_undo():
+        undone = project.undo()
+        if undone is None:
+            return _error(409, "nothing to undo")
+        return {"ok": True, **undone}
 
     @app.post("/api/labels")
     async def post_label(request: Request):

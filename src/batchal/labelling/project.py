@@ -11,10 +11,12 @@ labelled items (every 5th, by item id), which also drives early stopping.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from batchal.acquisition.coreset import k_center_greedy
@@ -24,7 +26,7 @@ from batchal.data.files import DataError
 from batchal.data.images import load_image
 from batchal.devices import resolve_device
 from batchal.labelling.store import Store
-from batchal.models import create_model, model_names
+from batchal.models import create_model, load_model, model_names
 from batchal.training import TrainConfig, accuracy, train_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -67,9 +69,25 @@ def init_project(
     image_size: int = 28,
     grayscale: bool = True,
     mc_samples: int = 20,
+    weights=None,
+    features=None,
+    labels=None,
+    stop_patience: int = 3,
 ) -> Store:
     """Register every readable PNG/JPEG under ``images_dir`` (recursively). Unreadable files and
-    links out of the folder are skipped and listed (``Store.meta()["skipped"]``), never fatal."""
+    links out of the folder are skipped and listed (``Store.meta()["skipped"]``), never fatal.
+
+    model: a registered model, trained from scratch each round, or the user's ``MODULE:FACTORY``
+    (an ``nn.Module`` factory, its dropout made consistent, fine-tuned each round from
+    ``weights`` when given; its ``input_size`` / ``input_channels`` / ``mean`` / ``std``
+    attributes, where present, decide the input size and normalisation).
+    features: a ``.npy`` file of one feature row per image, in the order of the images' sorted
+    relative paths (``.npz`` with ``paths`` and ``features`` arrays to give the order), computed
+    by any backbone: a Bayesian head (an MLP with consistent MC dropout) is then trained on the
+    labelled rows.
+    labels: a CSV of ``path,label`` rows (paths relative to the images folder) already labelled.
+    stop_patience: batches without a better held-out accuracy before the page suggests stopping.
+    """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"--images {images_dir}: not a folder")
@@ -78,21 +96,111 @@ def init_project(
         raise ValueError(f"--classes must name at least two distinct, non-empty classes, got {classes!r}")
     if strategy not in strategies():
         raise ValueError(f"--strategy must be one of {', '.join(strategies())}; got {strategy!r}")
-    if model not in model_names():
-        raise ValueError(f"--model must be one of {', '.join(model_names())}; got {model!r}")
-    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("mc_samples", mc_samples)):
+    user_model = model not in model_names()
+    if user_model and ":" not in str(model):
+        raise ValueError(f"--model must be one of {', '.join(model_names())} or MODULE:FACTORY; got {model!r}")
+    if features is not None and user_model:
+        raise ValueError("--features trains batchal's own head on your features; give either --features or a MODULE:FACTORY --model")
+    if weights is not None and not user_model:
+        raise ValueError("--weights needs a MODULE:FACTORY --model (registered models train from scratch)")
+    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("mc_samples", mc_samples), ("stop_patience", stop_patience)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-    if model == "mnist_cnn" and image_size < 12:
+    mean = std = None
+    if user_model:
+        probe = load_model(model, (1, 1, 1), len(classes), weights)  # the input size may come from the model
+        image_size = int(getattr(probe, "input_size", image_size))
+        grayscale = int(getattr(probe, "input_channels", 1 if grayscale else 3)) == 1
+        mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)
+        _check_output(probe, (1 if grayscale else 3, image_size, image_size), len(classes), model)
+    elif model == "mnist_cnn" and image_size < 12 and features is None:
         raise ValueError("--image-size must be >= 12 for the mnist_cnn model")
     paths, skipped = _scan_images(images_dir, image_size, grayscale)
     if not paths:
         reason = f" ({len(skipped)} skipped: {skipped[0]['path']}: {skipped[0]['reason']}, ...)" if skipped else ""
         raise ValueError(f"--images {images_dir}: no PNG or JPEG images found" + (f" that can be read{reason}" if skipped else ""))
-    meta = {"classes": classes, "model": model, "strategy": strategy, "batch_size": batch_size,
+    meta = {"classes": classes, "model": "mlp" if features is not None else model, "strategy": strategy, "batch_size": batch_size,
             "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples,
-            "images_root": str(images_dir.resolve()), "skipped": skipped}
-    return Store.create(Path(project_dir), meta, paths)
+            "images_root": str(images_dir.resolve()), "skipped": skipped, "stop_patience": stop_patience,
+            "weights": str(Path(weights).resolve()) if weights else None,
+            "mean": _as_list(mean), "std": _as_list(std)}
+    if features is not None:
+        meta["features"], meta["feature_rows"] = _feature_rows(Path(features), paths, skipped)
+    imported = _read_labels_csv(Path(labels), paths, classes) if labels is not None else []
+    store = Store.create(Path(project_dir), meta, paths)
+    if imported:
+        ids = {path: item for item, path in store.item_paths().items()}
+        store.add_labels([(ids[path], label) for path, label in imported], annotator="import")
+    return store
+
+
+def _as_list(value):
+    if value is None:
+        return None
+    return [float(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+
+
+def _check_output(model, input_shape, num_classes: int, spec: str) -> None:
+    """The user's model must map one input of the project's shape to C logits."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *input_shape))
+    except Exception as exc:  # any failure of the user's forward pass is reported, with the shape tried
+        raise ValueError(f"--model {spec} failed on an input of shape {(1, *input_shape)} ({type(exc).__name__}: {exc}); "
+                         "set its input_size / input_channels attributes or --image-size / --rgb") from None
+    if out.dim() != 2 or out.shape != (1, num_classes):
+        raise ValueError(f"--model {spec} returned shape {tuple(out.shape)} for one input; expected (1, {num_classes}): one logit per class")
+
+
+def _feature_rows(path: Path, paths: list[str], skipped: list[dict]) -> tuple[str, list[int]]:
+    """The features file and, for each registered image (in order), its row."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--features {path}: not a readable .npy / .npz file ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if "features" not in data or "paths" not in data:
+            raise ValueError(f"--features {path}: an .npz needs arrays 'features' and 'paths'")
+        array, order = data["features"], [str(p) for p in data["paths"]]
+    else:
+        array = data
+        order = sorted(paths + [entry["path"] for entry in skipped])  # every image found, in sorted order
+        if len(order) != array.shape[0]:
+            raise ValueError(f"--features {path} has {array.shape[0]} rows but the folder holds {len(order)} images; "
+                             "one row per image in sorted path order (or an .npz with 'paths')")
+    if array.ndim != 2 or array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise ValueError(f"--features {path}: expected a finite numeric array [images, features], got shape {array.shape}, dtype {array.dtype}")
+    row_of = {p: n for n, p in enumerate(order)}
+    missing = [p for p in paths if p not in row_of]
+    if missing:
+        raise ValueError(f"--features {path} has no row for {len(missing)} image(s), e.g. {missing[0]}")
+    return str(path.resolve()), [row_of[p] for p in paths]
+
+
+def _read_labels_csv(path: Path, paths: list[str], classes: list[str]) -> list[tuple[str, str]]:
+    import csv
+
+    known = set(paths)
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), start=1):
+                if not row or (number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+                    continue
+                if len(row) != 2:
+                    raise ValueError(f"--labels {path}, line {number}: expected path,label, got {row!r}")
+                item, label = row[0].strip(), row[1].strip()
+                if item not in known:
+                    raise ValueError(f"--labels {path}, line {number}: {item!r} is not a registered image (paths are relative to --images)")
+                if label not in classes:
+                    raise ValueError(f"--labels {path}, line {number}: label {label!r} is not one of {', '.join(classes)}")
+                rows.append((item, label))
+    except FileNotFoundError:
+        raise ValueError(f"--labels {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--labels {path}: not UTF-8 text ({exc})") from None
+    return rows
 
 
 class Project:
@@ -116,6 +224,13 @@ class Project:
     # --- images ---
     def features(self) -> tuple[list[int], torch.Tensor]:
         """Every item's model input, loaded once (item ids in order, tensor N x C x H x W)."""
+        if self._features is None and self.meta.get("features"):
+            array = np.load(self.meta["features"], mmap_mode="r")
+            if isinstance(array, np.lib.npyio.NpzFile):
+                array = array["features"]
+            ids = list(self.store.item_paths())
+            self._item_ids = ids
+            self._features = torch.from_numpy(np.asarray(array[self.meta["feature_rows"]], dtype=np.float32))
         if self._features is None:
             ids, images = [], []
             for item in self.store.item_paths():
@@ -123,7 +238,7 @@ class Project:
                 try:
                     if path is None:
                         raise DataError("no longer a file inside the images folder")
-                    images.append(load_image(path, self.meta["image_size"], self.meta["grayscale"]))
+                    images.append(load_image(path, self.meta["image_size"], self.meta["grayscale"], self.meta.get("mean"), self.meta.get("std")))
                     ids.append(item)
                 except DataError as exc:  # damaged after init: skipped and shown in status, never fatal
                     self.unreadable[item] = str(exc)
@@ -203,7 +318,41 @@ class Project:
             "accuracy": self.store.accuracy_history(),
             "skipped": self.meta.get("skipped", []) + [{"id": i, "reason": r} for i, r in self.unreadable.items()],
             "done": not self._pool(labels),
+            "batches": self.store.batch_history(),
+            "stop_hint": self.stop_hint(),
         }
+
+    def undo(self, annotator: Optional[str] = None) -> Optional[dict]:
+        """Undo the last label (a new history row; nothing is deleted)."""
+        done = self.store.undo_last_label(annotator)
+        if done is None:
+            return None
+        item, restored, row = done
+        return {"id": item, "label": restored or None, "label_id": row}
+
+    def stop_hint(self) -> Optional[str]:
+        """A suggestion to stop once the held-out accuracy has not improved for ``stop_patience`` batches."""
+        history = self.store.accuracy_history()
+        patience = int(self.meta.get("stop_patience", 3))
+        if len(history) <= patience:
+            return None
+        best_before = max(row["accuracy"] for row in history[:-patience])
+        if max(row["accuracy"] for row in history[-patience:]) > best_before:
+            return None
+        return (f"The estimated accuracy has not improved for {patience} batches (best {best_before:.1%}); "
+                "labelling more may no longer pay.")
+
+    def _new_model(self, input_shape: tuple) -> torch.nn.Module:
+        spec = self.meta["model"]
+        if spec in model_names():
+            return create_model(spec, input_shape, len(self.classes))
+        return load_model(spec, input_shape, len(self.classes), self.meta.get("weights"))
+
+    def _save_weights(self, model: torch.nn.Module) -> None:
+        """The latest trained model's state dict, at PROJECT/model.pt (written atomically)."""
+        tmp = self.dir / "model.pt.tmp"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        os.replace(tmp, self.dir / "model.pt")
 
     # --- background work ---
     def _next_batch_safely(self) -> None:
@@ -225,7 +374,7 @@ class Project:
         pool = self._pool(labels)
         if not pool:
             return []
-        flat = torch.nn.functional.avg_pool2d(x, 2).flatten(1) if x.shape[-1] >= 8 else x.flatten(1)
+        flat = torch.nn.functional.avg_pool2d(x, 2).flatten(1) if x.dim() == 4 and x.shape[-1] >= 8 else x.flatten(1)
         labelled = flat[[position[i] for i in labels]] if labels else None
         picks, _ = k_center_greedy(flat[[position[i] for i in pool]], min(self.meta["batch_size"], len(pool)), labelled)
         return [pool[p] for p in picks]
@@ -248,7 +397,7 @@ class Project:
         y_of = lambda items: torch.tensor([self.classes.index(labels[i]) for i in items], dtype=torch.long)
         x_of = lambda items: x[[position[i] for i in items]]
         torch.manual_seed(len(labels))
-        model = create_model(self.meta["model"], tuple(x.shape[1:]), len(self.classes))
+        model = self._new_model(tuple(x.shape[1:]))
         train_model(model, x_of(train_ids), y_of(train_ids), x_of(held_out) if held_out else None,
                     y_of(held_out) if held_out else None, self.train_config,
                     generator=torch.Generator().manual_seed(len(labels)), device=self.device)
@@ -272,6 +421,19 @@ class Project:
         options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
         selection = select(strategy, min(self.meta["batch_size"], len(pool)), seed=self.round, **inputs, **options)
-        # The accuracy row and the batch commit together: a crash in between leaves neither, so a
-        # retry never writes a second accuracy row for the same labels.
-        self.store.add_batch(strategy, [pool[p] for p in selection.indices.tolist()], accuracy=estimate)
+        # Suggestions: the model's mean prediction for every unlabelled item (MC average where
+        # the strategy sampled, the dropout-off prediction otherwise).
+        lp = inputs.get("log_probs_N_K_C")
+        if lp is None:
+            lp = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
+        probs = lp.double().exp().mean(1).cpu()
+        best_p, best_c = probs.max(1)
+        predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(pool, best_c, best_p)]
+        picks = selection.indices.tolist()
+        details = [(self.classes[int(best_c[p])], float(best_p[p]), float(selection.scores[n])) for n, p in enumerate(picks)]
+        information = float(selection.scores[-1]) if strategy == "batchbald" else float(selection.scores.sum())
+        self._save_weights(model)
+        # The accuracy row, the batch and the predictions commit together: a crash in between
+        # leaves none of them, so a retry never writes a second accuracy row for the same labels.
+        self.store.add_batch(strategy, [pool[p] for p in picks], accuracy=estimate, details=details,
+                             information=information, predictions=predictions)
