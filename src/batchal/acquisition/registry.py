@@ -15,7 +15,9 @@ import torch
 
 from batchal.acquisition import badge as _badge
 from batchal.acquisition import batchbald as _bb
+from batchal.acquisition import clustering as _clustering
 from batchal.acquisition import coreset as _coreset
+from batchal.acquisition import epig as _epig
 from batchal.acquisition import kdpp as _kdpp
 from batchal.acquisition import scores as _scores
 from batchal.acquisition.validation import (
@@ -294,6 +296,49 @@ def _kdpp_run(inputs: Inputs, steps=None):
     return indices, picked, {}
 
 
+#: Targets EPIG draws from the pool when none are given.
+EPIG_DEFAULT_TARGETS = 1000
+
+
+def _epig_scores(inputs: Inputs, target_log_probs) -> torch.Tensor:
+    lp = inputs.log_probs_N_K_C
+    if target_log_probs is None:
+        # Without a target set, the pool stands for the input distribution: a seeded subsample.
+        target_log_probs = lp[torch.randperm(lp.shape[0], generator=inputs.generator)[:EPIG_DEFAULT_TARGETS].to(lp.device)]
+    elif target_log_probs.shape[1:] != lp.shape[1:]:
+        raise ValueError(f"target_log_probs has shape {tuple(target_log_probs.shape)}; expected T x {lp.shape[1]} x {lp.shape[2]} "
+                         "(the same K posterior samples and C classes as log_probs_N_K_C)")
+    return _epig.epig(lp, target_log_probs).cpu()
+
+
+def _epig_run(inputs: Inputs, target_log_probs=None):
+    scores_N = _epig_scores(inputs, target_log_probs)
+    order = torch.sort(-scores_N, stable=True).indices[: inputs.batch_size]
+    return order, scores_N[order], {}
+
+
+def _power_epig_run(inputs: Inputs, target_log_probs=None, beta: float = 1.0):
+    scores_N = _epig_scores(inputs, target_log_probs).clamp(min=0)
+    log_weights_N = torch.where(scores_N > 0, beta * scores_N.clamp(min=1e-300).log(), torch.full_like(scores_N, -1e10))
+    order = _kdpp.gumbel_top_k(log_weights_N, inputs.batch_size, inputs.generator)
+    return order, scores_N[order], {}
+
+
+def _check_target_log_probs(value):
+    return None if value is None else check_log_probs(value, name="target_log_probs")
+
+
+def _cluster_margin_run(inputs: Inputs, margin_multiplier: float = 10.0):
+    margins_N = _scores.margin(inputs.log_probs_N_K_C)
+    return (*_clustering.cluster_margin(margins_N, inputs.embeddings_N_D, inputs.batch_size, inputs.generator, margin_multiplier), {})
+
+
+def _typiclust_run(inputs: Inputs, labelled_embeddings=None, neighbours: int = 20):
+    if labelled_embeddings is not None and labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
+        raise ValueError(f"labelled_embeddings has D = {labelled_embeddings.shape[1]} features but embeddings_N_D has D = {inputs.embeddings_N_D.shape[1]}")
+    return (*_clustering.typiclust(inputs.embeddings_N_D, inputs.batch_size, inputs.generator, labelled_embeddings, neighbours), {})
+
+
 def _check_optional_steps(value):
     return None if value is None else check_positive_int(value, "steps", minimum=0)
 
@@ -345,6 +390,31 @@ register(Strategy(
     summary="Coreset (Sener & Savarese 2018): greedy furthest-first (k-center) on features, seeded with "
     "labelled_embeddings when given. Score: distance to the nearest centre when picked.",
     options={"labelled_embeddings": _check_labelled_embeddings},
+))
+register(Strategy(
+    "epig", _epig_run, needs_log_probs=True, needs_embeddings=False,
+    summary=(_epig.__doc__ or "").strip().splitlines()[0] + " Top-b of EPIG(x) = E_x* I(y; y* | x, x*), the mean over "
+    "target_log_probs (T x K x C, the same K samples), by default a seeded subsample of 1,000 pool points. Score: EPIG in nats.",
+    options={"target_log_probs": _check_target_log_probs},
+))
+register(Strategy(
+    "power_epig", _power_epig_run, needs_log_probs=True, needs_embeddings=False,
+    summary="Batch EPIG by stochastic acquisition (as EPIG's batch experiments, Kirsch et al. 2023): b points drawn without "
+    "replacement with probability proportional to EPIG^beta (Gumbel-top-b). Score: the pick's EPIG.",
+    options={"target_log_probs": _check_target_log_probs, "beta": lambda v: check_positive_float(v, "beta", allow_zero=True)},
+))
+register(Strategy(
+    "cluster_margin", _cluster_margin_run, needs_log_probs=True, needs_embeddings=True,
+    summary="Cluster-Margin (Citovsky et al. 2021): the margin_multiplier * b smallest-margin points, clustered (average-linkage "
+    "HAC on the features), smallest cluster first, one random point per cluster round-robin. Score: the pick's negated margin.",
+    options={"margin_multiplier": lambda v: max(1.0, check_positive_float(v, "margin_multiplier"))},
+))
+register(Strategy(
+    "typiclust", _typiclust_run, needs_log_probs=False, needs_embeddings=True,
+    summary="TypiClust (Hacohen et al. 2022), for the cold start: k-means with |labelled| + b clusters, the most typical point "
+    "(1 / mean distance to its k = 20 nearest neighbours) of each of the b largest clusters without a labelled point. "
+    "Score: the pick's typicality.",
+    options={"labelled_embeddings": _check_labelled_embeddings, "neighbours": lambda v: check_positive_int(v, "neighbours")},
 ))
 register(Strategy(
     "kdpp", _kdpp_run, needs_log_probs=True, needs_embeddings=True,

@@ -71,28 +71,28 @@ def _row_chunks(tensor: torch.Tensor):
         yield start, tensor[start : start + step]
 
 
-def check_log_probs(log_probs_N_K_C) -> torch.Tensor:
+def check_log_probs(log_probs_N_K_C, name: str = "log_probs_N_K_C") -> torch.Tensor:
     """Check MC log-probabilities of shape N x K x C: no NaN or +inf, each row normalised
     (within a tolerance that depends on the dtype: ``normalisation_tolerance``).
 
     ``-inf`` is allowed (a class of probability zero). Half-precision inputs (float16,
     bfloat16) are returned as float32, so every strategy computes in float32 or float64.
     """
-    log_probs_N_K_C = as_float_tensor(log_probs_N_K_C, "log_probs_N_K_C", 3, "N x K x C")
+    log_probs_N_K_C = as_float_tensor(log_probs_N_K_C, name, 3, "N x K x C")
     tolerance = normalisation_tolerance(log_probs_N_K_C.dtype, log_probs_N_K_C.shape[2])
     for start, chunk in _row_chunks(log_probs_N_K_C):
         if torch.isnan(chunk).any():
             n = start + int(torch.isnan(chunk).flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"log_probs_N_K_C contains NaN (first at pool position {n}); expected finite log-probabilities")
+            raise ValueError(f"{name} contains NaN (first at pool position {n}); expected finite log-probabilities")
         if torch.isposinf(chunk).any():
             n = start + int(torch.isposinf(chunk).flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"log_probs_N_K_C contains +inf (first at pool position {n}); log-probabilities are <= 0")
+            raise ValueError(f"{name} contains +inf (first at pool position {n}); log-probabilities are <= 0")
         total = torch.logsumexp(chunk.double(), dim=2)
         bad = (total.abs() > tolerance) | torch.isnan(total)
         if bad.any():
             n, k = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
-                "log_probs_N_K_C must be log-probabilities (logsumexp over C equal to 0), but at pool position "
+                f"{name} must be log-probabilities (logsumexp over C equal to 0), but at pool position "
                 f"{start + n}, sample {k} it is {float(total[n, k]):.4g} (tolerance {tolerance:.2g} for {log_probs_N_K_C.dtype}); "
                 "if these are logits, apply log_softmax over the last dimension"
             )
