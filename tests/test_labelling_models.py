@@ -198,6 +198,9 @@ def test_stop_hint_after_batches_without_improvement(tmp_path):
     assert "has not improved for 2 batches (best 70.0%)" in project.stop_hint()
     project.store.add_batch("bald", [], accuracy=(50, 0.72, 4))
     assert project.stop_hint() is None
+    for kappa in (0.995, 0.99, 0.999):  # predictions stop changing
+        project.store.add_batch("bald", [], kappa=kappa)
+    assert "predictions have stabilised" in project.stop_hint()
 
 
 def test_existing_labels_are_imported_at_init(tmp_path, capsys):

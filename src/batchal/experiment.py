@@ -30,10 +30,12 @@ import torch
 from batchal.acquisition.badge import batch_diagnostics
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import FeatureLayerError, predict_embeddings, predict_log_probs
+from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
 from batchal.devices import resolve_device
+from batchal.stopping import StabilizingPredictions, cohen_kappa, parse_stop
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
 from batchal.models import create_model, default_model, model_names
-from batchal.training import TrainConfig, evaluate, train_model
+from batchal.training import TrainConfig, evaluate, metrics_of, train_model
 
 _VALIDATION_DEFAULTS = {"digits": 100, "letter": 1000, "emnist-balanced": 16_384}
 
@@ -60,6 +62,9 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data_dir: Optional[str] = None
     device: str = "cpu"
+    posterior: str = "mc_dropout"  # or "ensemble": `members` models trained per round are the K samples
+    members: int = 5  # ensemble size (posterior = "ensemble")
+    stop: Optional[str] = None  # a stopping rule: stabilizing[:THRESHOLD[:WINDOW]] or plateau[:PATIENCE]
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -90,6 +95,10 @@ class ExperimentConfig:
         if self.strategy == "batchbald" and self.num_samples < self.mc_samples:
             raise ValueError(f"num_samples={self.num_samples} is smaller than mc_samples={self.mc_samples}; expected num_samples >= mc_samples")
         resolve_device(self.device)
+        if self.posterior not in ("mc_dropout", "ensemble"):
+            raise ValueError(f"posterior must be mc_dropout or ensemble, got {self.posterior!r}")
+        _check_int("members", self.members, 1)
+        parse_stop(self.stop)
 
     def resolved(self, data: Dataset) -> "ExperimentConfig":
         """A copy with every default filled in from the data set."""
@@ -281,7 +290,12 @@ def read_config(path: Path) -> dict:
         raise RunFileError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); the file is damaged") from None
     if not isinstance(config, dict):
         raise RunFileError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
-    return config
+    # Settings added after a run was written hold their defaults there (it ran with them).
+    return {**_ADDED_SETTINGS, **config}
+
+
+#: Settings that configurations written before them lack, with the value those runs had.
+_ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None}
 
 
 def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
@@ -336,30 +350,47 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
     device = torch.device(config.device)
     spec = get_strategy(config.strategy)
     val_x, val_y = data.train_x[splits.validation], data.train_y[splits.validation]
+    rule = parse_stop(config.stop)
+    stop_x = None
+    if isinstance(rule, StabilizingPredictions):
+        # A fixed stop set of inputs unlabelled at the start (Bloodgood & Vijay-Shanker 2009).
+        start_pool = torch.tensor(sorted(set(range(len(data.train_y))) - set(splits.initial.tolist()) - set(splits.validation.tolist())))
+        g_stop = torch.Generator().manual_seed(_round_seed(config.seed, 0, 8))
+        stop_x = data.train_x[start_pool[torch.randperm(len(start_pool), generator=g_stop)[: rule.stop_set_size]]]
 
     for round_ in range(len(rows), 10**9):
         if progress:
             progress.round_started(round_, len(labelled))
-        torch.manual_seed(_round_seed(config.seed, round_, 1))
-        model = create_model(config.model, data.input_shape, data.num_classes).to(device)
         start = time.perf_counter()
         labelled_t = torch.tensor(labelled, dtype=torch.long)
-        if labelled:
-            train_model(
-                model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
-                generator=torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)), device=device,
-                on_epoch=progress.epoch_done if progress else None,
-            )
+
+        def fit(model, generator):
+            if labelled:
+                train_model(model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
+                            generator=generator, device=device, on_epoch=progress.epoch_done if progress else None)
+
+        if config.posterior == "ensemble":
+            models = train_ensemble(lambda: create_model(config.model, data.input_shape, data.num_classes).to(device),
+                                    config.members, fit, seed=_round_seed(config.seed, round_, 1))
+        else:
+            torch.manual_seed(_round_seed(config.seed, round_, 1))
+            models = [create_model(config.model, data.input_shape, data.num_classes).to(device)]
+            fit(models[0], torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)))
+        model = models[0]
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        metrics = evaluate(model, data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
-                           seed=_round_seed(config.seed, round_, 3), device=device)
+        if config.posterior == "ensemble":
+            metrics = metrics_of(ensemble_log_probs(models, data.test_x, config.eval_batch_size, device=device), data.test_y)
+        else:
+            metrics = evaluate(model, data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
+                               seed=_round_seed(config.seed, round_, 3), device=device)
         evaluate_seconds = time.perf_counter() - start
         row = {
             "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],
             "acquired": [], "acquired_labels": [], "scores": [],
             "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": 0.0, "select": 0.0},
         }
+        rule_stop = _apply_stopping_rule(rule, row, rows, models, val_x, val_y, stop_x, config) if rule is not None else None
         stop = None
         if len(labelled) >= config.budget:
             stop = "budget"
@@ -367,6 +398,8 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
             stop = "target_accuracy"
         elif len(pool) == 0:
             stop = "pool_exhausted"
+        elif rule_stop is not None:
+            stop = rule_stop
         if stop is None:
             g_sub = torch.Generator().manual_seed(_round_seed(config.seed, round_, 4))
             candidates = pool
@@ -374,7 +407,7 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
                 candidates = subsample_pool(pool, config.pool_subsample, g_sub, group_size=_group_size(config, data))
             batch_size = min(config.acquisition_size, config.budget - len(labelled), len(candidates))
             start = time.perf_counter()
-            inputs = _score_pool(model, data, candidates, labelled_t, config, spec, round_)
+            inputs = _score_pool(models, data, candidates, labelled_t, config, spec, round_)
             score_seconds = time.perf_counter() - start
             start = time.perf_counter()
             options: dict[str, Any] = {}
@@ -417,6 +450,25 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
     raise AssertionError("unreachable")
 
 
+def _mean_predictions(models, x, config: ExperimentConfig) -> torch.Tensor:
+    """The classes the round's posterior predicts (dropout off; ensembles: the averaged prediction)."""
+    return ensemble_log_probs(models, x, config.eval_batch_size, device=config.device).double().exp().mean(1).argmax(1)
+
+
+def _apply_stopping_rule(rule, row: dict, rows: list[dict], models, val_x, val_y, stop_x, config: ExperimentConfig) -> Optional[str]:
+    """Record what the rule looks at in the row (validation accuracy; stop-set predictions and
+    kappa against the previous round) and return its stop reason when it says stop."""
+    if isinstance(rule, StabilizingPredictions):
+        predictions = _mean_predictions(models, stop_x, config).tolist()
+        previous = rows[-1].get("stop_predictions") if rows else None
+        row["stop_predictions"] = predictions
+        row["stop_kappa"] = cohen_kappa(previous, predictions) if previous is not None else None
+        return rule.reason if rule.should_stop([r.get("stop_kappa") for r in rows] + [row["stop_kappa"]]) else None
+    row["validation_accuracy"] = float((_mean_predictions(models, val_x, config).cpu() == val_y).double().mean()) if len(val_y) else 0.0
+    history = [r["validation_accuracy"] for r in rows if "validation_accuracy" in r] + [row["validation_accuracy"]]
+    return rule.reason if rule.should_stop(history) else None
+
+
 def _group_size(config: ExperimentConfig, data: Dataset) -> Optional[int]:
     """For repeated-* data sets, the size of one copy (item i's copies are i + j * size)."""
     if config.dataset.startswith(REPEATED_PREFIX):
@@ -437,7 +489,11 @@ def subsample_pool(pool: torch.Tensor, size: int, generator: torch.Generator, gr
     return pool[order[:size]]
 
 
-def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.Tensor, config: ExperimentConfig, spec, round_: int) -> dict:
+def _score_pool(models, data: Dataset, candidates: torch.Tensor, labelled: torch.Tensor, config: ExperimentConfig, spec, round_: int) -> dict:
+    """The strategy's inputs for the candidates: MC-dropout samples, or with an ensemble its
+    members' predictions as the K samples; features (and the prediction BADGE uses) from the
+    first model."""
+    model = models[0]
     x = data.train_x[candidates]
     inputs: dict[str, Any] = {}
     seed = _round_seed(config.seed, round_, 6)
@@ -451,6 +507,10 @@ def _score_pool(model, data: Dataset, candidates: torch.Tensor, labelled: torch.
                 predict_embeddings(model, data.train_x[labelled], config.eval_batch_size, device=config.device)[0]
                 if len(labelled) else None
             )
+        if config.posterior == "ensemble" and spec.needs_log_probs:  # BADGE's p: the members' averaged prediction
+            inputs["log_probs_N_K_C"] = ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)
+    elif spec.needs_log_probs and config.posterior == "ensemble":
+        inputs["log_probs_N_K_C"] = ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)
     elif spec.needs_log_probs:
         inputs["log_probs_N_K_C"] = predict_log_probs(model, x, config.mc_samples, config.eval_batch_size, seed=seed, device=config.device)
     else:

@@ -117,8 +117,12 @@ def train_model(
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int = 512, seed=0, device=None) -> dict:
     """Test accuracy and NLL of the MC-averaged prediction log mean_k p(y | x, w_k)."""
-    log_probs_N_K_C = predict_log_probs(model, x, k, batch_size, seed=seed, device=device)
-    mean_log_probs_N_C = torch.logsumexp(log_probs_N_K_C.double(), dim=1) - math.log(k)
+    return metrics_of(predict_log_probs(model, x, k, batch_size, seed=seed, device=device), y)
+
+
+def metrics_of(log_probs_N_K_C: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy and NLL of the averaged prediction log mean_k p(y | x, w_k) (MC samples or ensemble members)."""
+    mean_log_probs_N_C = torch.logsumexp(log_probs_N_K_C.double(), dim=1) - math.log(log_probs_N_K_C.shape[1])
     nll = float(-mean_log_probs_N_C[torch.arange(len(y)), y].mean())
     acc = float((mean_log_probs_N_C.argmax(1) == y).double().mean())
     return {"accuracy": acc, "nll": nll}

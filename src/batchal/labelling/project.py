@@ -27,6 +27,7 @@ from batchal.data.images import load_image
 from batchal.devices import resolve_device
 from batchal.labelling.store import Store
 from batchal.models import create_model, load_model, model_names
+from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
 from batchal.training import TrainConfig, accuracy, train_model
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -331,16 +332,19 @@ class Project:
         return {"id": item, "label": restored or None, "label_id": row}
 
     def stop_hint(self) -> Optional[str]:
-        """A suggestion to stop once the held-out accuracy has not improved for ``stop_patience`` batches."""
-        history = self.store.accuracy_history()
-        patience = int(self.meta.get("stop_patience", 3))
-        if len(history) <= patience:
-            return None
-        best_before = max(row["accuracy"] for row in history[:-patience])
-        if max(row["accuracy"] for row in history[-patience:]) > best_before:
-            return None
-        return (f"The estimated accuracy has not improved for {patience} batches (best {best_before:.1%}); "
-                "labelling more may no longer pay.")
+        """A suggestion to stop: the held-out accuracy has not improved for ``stop_patience``
+        batches, or the predictions on the unlabelled items have stabilised (Cohen's kappa
+        between consecutive models >= 0.99 on average over the last 3 batches)."""
+        accuracies = [row["accuracy"] for row in self.store.accuracy_history()]
+        plateau = AccuracyPlateau(patience=int(self.meta.get("stop_patience", 3)))
+        stable = StabilizingPredictions()
+        kappas = [b["kappa"] for b in self.store.batch_history()]
+        reasons = []
+        if plateau.should_stop(accuracies):
+            reasons.append(plateau.describe(accuracies))
+        if stable.should_stop(kappas):
+            reasons.append(stable.describe(kappas))
+        return ("Consider stopping: " + "; ".join(reasons) + ".") if reasons else None
 
     def _new_model(self, input_shape: tuple) -> torch.nn.Module:
         spec = self.meta["model"]
@@ -432,8 +436,12 @@ class Project:
         picks = selection.indices.tolist()
         details = [(self.classes[int(best_c[p])], float(best_p[p]), float(selection.scores[n])) for n, p in enumerate(picks)]
         information = float(selection.scores[-1]) if strategy == "batchbald" else float(selection.scores.sum())
+        # Stabilizing predictions: agreement with the previous model on the items both predicted.
+        before = self.store.predictions()
+        common = [(before[item][0], label) for item, label, _ in predictions if item in before]
+        kappa = cohen_kappa(*zip(*common)) if len(common) >= 10 else None
         self._save_weights(model)
         # The accuracy row, the batch and the predictions commit together: a crash in between
         # leaves none of them, so a retry never writes a second accuracy row for the same labels.
         self.store.add_batch(strategy, [pool[p] for p in picks], accuracy=estimate, details=details,
-                             information=information, predictions=predictions)
+                             information=information, predictions=predictions, kappa=kappa)

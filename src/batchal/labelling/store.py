@@ -57,6 +57,7 @@ _ADDED_COLUMNS = [
     ("batch_items", "probability", "REAL"),     # and its probability
     ("batch_items", "score", "REAL"),           # why it was chosen: its acquisition score
     ("batches", "information", "REAL"),         # the batch's score (BatchBALD: I(y_1..y_b; w); top-b: the sum)
+    ("batches", "kappa", "REAL"),               # Cohen's kappa between this model's predictions and the last one's
 ]
 
 #: The label of an item that an undo returned to "not labelled".
@@ -153,8 +154,8 @@ class Store:
         return [dict(zip(("id", "suggestion", "probability", "score"), r)) for r in rows]
 
     def batch_history(self) -> list[dict]:
-        rows = self.con.execute("SELECT id, strategy, information, created_at FROM batches ORDER BY id")
-        return [dict(zip(("id", "strategy", "information", "created_at"), r)) for r in rows]
+        rows = self.con.execute("SELECT id, strategy, information, kappa, created_at FROM batches ORDER BY id")
+        return [dict(zip(("id", "strategy", "information", "kappa", "created_at"), r)) for r in rows]
 
     def predictions(self) -> dict[int, tuple[str, float]]:
         return {i: (label, p) for i, label, p in self.con.execute("SELECT item_id, label, probability FROM predictions ORDER BY item_id")}
@@ -188,6 +189,7 @@ class Store:
         details: Optional[list[tuple[Optional[str], Optional[float], Optional[float]]]] = None,
         information: Optional[float] = None,
         predictions: Optional[list[tuple[int, str, float]]] = None,
+        kappa: Optional[float] = None,
     ) -> int:
         """A new batch, and with it in the same transaction what the model that chose it said:
         its accuracy estimate (labelled, accuracy, held_out), each item's (suggestion,
@@ -199,8 +201,8 @@ class Store:
             if predictions is not None:
                 con.execute("DELETE FROM predictions")
                 con.executemany("INSERT INTO predictions(item_id, label, probability) VALUES (?, ?, ?)", predictions)
-            batch_id = con.execute("INSERT INTO batches(strategy, created_at, information) VALUES (?, ?, ?)",
-                                   (strategy, time.time(), information)).lastrowid
+            batch_id = con.execute("INSERT INTO batches(strategy, created_at, information, kappa) VALUES (?, ?, ?, ?)",
+                                   (strategy, time.time(), information, kappa)).lastrowid
             con.executemany("INSERT INTO batch_items(batch_id, position, item_id, suggestion, probability, score) VALUES (?, ?, ?, ?, ?, ?)",
                             [(batch_id, i, item, *d) for i, (item, d) in enumerate(zip(item_ids, details))])
             return batch_id
