@@ -8,6 +8,10 @@ results/README.md next to every deviation from the papers):
   repeated-mnist  Repeated MNIST b=10: batchbald, bald, random, variation_ratios, mean_std.
   mnist-sweep     MNIST acquisition-size sweep: batchbald and bald at b = 5, 10, 40.
   badge-study     BADGE comparison on letter (MLP), fashion-mnist and digits, two batch sizes.
+  new-strategies  EPIG, PowerEPIG, Cluster-Margin, TypiClust and BALD on a deep ensemble, against
+                  BatchBALD, BALD, BADGE and random: letter b=25 (the BADGE study's protocol; its
+                  runs of the older strategies are reused) and MNIST b=10 (the CPU protocol; study
+                  (a)'s runs reused), each new run resumable like the rest.
 
 Every run appends to its own results.jsonl, so stopping and rerunning the same command
 continues where it stopped. The report goes to OUT/STUDY/report/.
@@ -34,7 +38,9 @@ BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp
 
 # Default seeds per study: the MNIST table and the BADGE study need several; on 2 CPU cores
 # the Repeated MNIST study and the sweep get one (results/README.md says so).
-DEFAULT_SEEDS = {"mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2"}
+DEFAULT_SEEDS = {"mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2"}
+
+NEW_STRATEGIES = ["epig", "power_epig", "cluster_margin", "typiclust"]
 
 # BADGE study, CPU protocol: (data set, initial labels, two batch sizes, budget, pool subsample).
 BADGE_SETTINGS = [("digits", 20, (10, 25), 120, None), ("letter", 100, (25, 50), 300, 5_000), ("fashion-mnist", 100, (25, 50), 300, 5_000)]
@@ -76,13 +82,22 @@ def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
                             pool_subsample=subsample, validation_size=None, model="mlp",
                         ))
         return configs
-    raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep or badge-study")
+    if name == "new-strategies":
+        letter = dict(dataset="letter", acquisition_size=25, initial_size=100, budget=300, mc_samples=20, test_mc_samples=10,
+                      num_samples=1_000, prefilter=200, pool_subsample=5_000, model="mlp")
+        configs = [ExperimentConfig(strategy=s, seed=seed, **letter) for seed in seeds for s in NEW_STRATEGIES]
+        configs += [ExperimentConfig(strategy="bald", seed=seed, posterior="ensemble", members=5, **letter) for seed in seeds]
+        configs += [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, **MNIST_CPU)
+                    for seed in seeds for s in NEW_STRATEGIES + ["badge"]]
+        return configs
+    raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep, badge-study or new-strategies")
 
 
 def run_name(config: ExperimentConfig) -> str:
-    """The run folder's name; MNIST runs off the CPU protocol's pool subsample say so."""
+    """The run folder's name; MNIST runs off the CPU protocol's pool subsample and ensemble runs say so."""
     full = config.dataset in ("mnist", "repeated-mnist") and config.pool_subsample is None
-    return f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}" + ("-full-pool" if full else "")
+    ensemble = f"-ensemble{config.members}" if config.posterior == "ensemble" else ""
+    return f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}" + ("-full-pool" if full else "") + ensemble
 
 
 def main() -> None:
@@ -120,6 +135,13 @@ def main() -> None:
         raise SystemExit(f"{sources[0]}: no runs yet; run the study first (without --report-only)")
     if args.study == "mnist-sweep" and (Path(args.out) / "mnist" / "runs").exists():
         sources.append(Path(args.out) / "mnist" / "runs")  # the b = 10 runs of study (a)
+    if args.study == "new-strategies":
+        # The older strategies' runs under the same protocols: letter b = 25 from the BADGE study, MNIST from study (a).
+        thresholds = [0.6, 0.7, 0.8, 0.9]
+        old = Path(args.out) / "badge-study" / "runs" / "letter"
+        sources += sorted(p for p in old.glob("*-b25-seed*") if p.name.split("-")[0] in ("batchbald", "bald", "badge", "random"))
+        if (Path(args.out) / "mnist" / "runs").exists():
+            sources.append(Path(args.out) / "mnist" / "runs")
     print("report:", write_report(sources, root / "report", thresholds, title=f"batchal reproduction: {args.study}"))
 
 

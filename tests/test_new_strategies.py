@@ -33,8 +33,9 @@ def epig_by_enumeration(lp_N_K_C, target_T_K_C):
 def test_epig_equals_its_definition(N, K, C, T):
     lp, target = random_log_probs(N, K, C, 0), random_log_probs(T, K, C, 1)
     assert torch.allclose(epig(lp, target), epig_by_enumeration(lp, target), atol=1e-10)
-    sel = batchal.select("epig", 2, log_probs_N_K_C=lp, target_log_probs=target)
-    assert sel.indices.tolist() == torch.sort(-epig_by_enumeration(lp, target), stable=True).indices[:2].tolist()
+    if K > 1:  # with K = 1 every EPIG is 0 and the order is rounding noise
+        sel = batchal.select("epig", 2, log_probs_N_K_C=lp, target_log_probs=target)
+        assert sel.indices.tolist() == torch.sort(-epig_by_enumeration(lp, target), stable=True).indices[:2].tolist()
 
 
 def test_epig_is_between_zero_and_bald_and_zero_for_one_sample():

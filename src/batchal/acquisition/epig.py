@@ -8,7 +8,8 @@ For a candidate x and target inputs x* drawn from the distribution the model wil
     p(c, c') = (1/K) sum_k p(y = c | x, w_k) p(y* = c' | x*, w_k),
 
 with w uniform over the K posterior samples (MC-dropout masks or ensemble members) and the
-expectation over x* estimated by the mean over T target points. Unlike BALD, which rewards any
+expectation over x* estimated by the mean over T target points. Since the joint's marginals
+are p(c) and p*(c'), the sum is H(y) + H(y*) - H(y, y*): one pass of p log p over the joint. Unlike BALD, which rewards any
 information about the weights, EPIG counts only the information that changes predictions on
 the targets (nats; 0 <= EPIG <= BALD). Memory: one chunk of candidates x targets at a time.
 """
@@ -28,7 +29,7 @@ def epig(log_probs_N_K_C: torch.Tensor, target_log_probs_T_K_C: torch.Tensor) ->
         raise ValueError(f"target_log_probs has K = {K2} samples but log_probs_N_K_C has K = {K}; both must come from the same K posterior samples")
     device = log_probs_N_K_C.device
     target_T_K_C = torch.softmax(target_log_probs_T_K_C.to(device).double(), dim=2)
-    target_marginal_TC = target_T_K_C.mean(1).reshape(-1)  # p*(c') for every (t, c')
+    target_entropy_T = -torch.special.xlogy(target_T_K_C.mean(1), target_T_K_C.mean(1)).sum(1)
     target_K_TC = target_T_K_C.permute(1, 0, 2).reshape(K, T * C2)
     out_N = torch.empty(N, dtype=torch.float64, device=device)
     step = max(1, _CHUNK_ELEMENTS // max(1, C * T * C2))
@@ -36,9 +37,8 @@ def epig(log_probs_N_K_C: torch.Tensor, target_log_probs_T_K_C: torch.Tensor) ->
         probs_n_K_C = torch.softmax(log_probs_N_K_C[start : start + step].double(), dim=2)
         n = probs_n_K_C.shape[0]
         joint_nC_TC = (probs_n_K_C.permute(0, 2, 1).reshape(n * C, K) @ target_K_TC) / K
-        marginal_nC = probs_n_K_C.mean(1).reshape(-1)
-        independent = marginal_nC[:, None] * target_marginal_TC[None, :]
-        terms = torch.where(joint_nC_TC > 0, joint_nC_TC * (joint_nC_TC.clamp(min=1e-300).log() - independent.clamp(min=1e-300).log()),
-                            torch.zeros_like(joint_nC_TC))
-        out_N[start : start + n] = terms.reshape(n, C, T, C2).sum((1, 3)).mean(1)
+        joint_entropy_n_T = -torch.special.xlogy(joint_nC_TC, joint_nC_TC).reshape(n, C, T, C2).sum((1, 3))
+        marginal_n_C = probs_n_K_C.mean(1)
+        entropy_n = -torch.special.xlogy(marginal_n_C, marginal_n_C).sum(1)
+        out_N[start : start + n] = (entropy_n[:, None] + target_entropy_T[None, :] - joint_entropy_n_T).mean(1)
     return out_N.clamp_(min=0)

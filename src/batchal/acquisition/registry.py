@@ -297,7 +297,7 @@ def _kdpp_run(inputs: Inputs, steps=None):
 
 
 #: Targets EPIG draws from the pool when none are given.
-EPIG_DEFAULT_TARGETS = 1000
+EPIG_DEFAULT_TARGETS = 256
 
 
 def _epig_scores(inputs: Inputs, target_log_probs) -> torch.Tensor:
@@ -394,7 +394,7 @@ register(Strategy(
 register(Strategy(
     "epig", _epig_run, needs_log_probs=True, needs_embeddings=False,
     summary=(_epig.__doc__ or "").strip().splitlines()[0] + " Top-b of EPIG(x) = E_x* I(y; y* | x, x*), the mean over "
-    "target_log_probs (T x K x C, the same K samples), by default a seeded subsample of 1,000 pool points. Score: EPIG in nats.",
+    "target_log_probs (T x K x C, the same K samples), by default a seeded subsample of 256 pool points. Score: EPIG in nats.",
     options={"target_log_probs": _check_target_log_probs},
 ))
 register(Strategy(
