@@ -204,3 +204,31 @@ def test_bad_prefilter_is_refused(value):
     lp = random_log_probs(20, 4, 3, seed=0)
     with pytest.raises(ValueError, match="prefilter"):
         batchal.select("batchbald", 4, log_probs_N_K_C=lp, seed=0, prefilter=value)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_grouped_bounds_keep_plain_greedys_picks_in_the_sampled_regime(seed):
+    """Grouped-configuration bounds are upper bounds on the estimator itself, so lazy greedy with
+    them picks what plain greedy picks from the same sampled configurations (tie rule off)."""
+    lp = random_log_probs(400, 12, 6, seed)
+    common = dict(log_probs_N_K_C=lp, num_samples=1200, seed=0, tie_tolerance=0.0)
+    grouped = batchal.select("batchbald", 9, lazy=True, bound_groups=8, **common)
+    stale_only = batchal.select("batchbald", 9, lazy=True, bound_groups=None, **common)
+    plain = batchal.select("batchbald", 9, lazy=False, **common)
+    assert grouped.info["exact_picks"] < 9 and grouped.info["bound_evaluations"] > 0  # the bounds were used
+    assert grouped.indices.tolist() == plain.indices.tolist() == stale_only.indices.tolist()
+    assert torch.allclose(grouped.scores, plain.scores, atol=1e-10)
+    assert grouped.info["evaluations"] < stale_only.info["evaluations"]
+
+
+def test_grouped_entropies_bound_the_exact_ones_from_above():
+    lp = random_log_probs(60, 10, 4, 3)
+    joint = _JointProbabilities(10, 4**4, torch.float64, torch.device("cpu"), torch.Generator().manual_seed(0))
+    for i in range(4):
+        joint.add(lp[i].double().softmax(-1))
+    probs = lp[4:].double().softmax(-1)
+    exact = joint.conditional_entropies(probs)
+    for groups in (1, 5, 40):
+        bound = joint.conditional_entropies(probs, groups=groups)
+        assert (bound >= exact - 1e-12).all()
+    assert torch.allclose(joint.conditional_entropies(probs, groups=joint.M), exact, atol=1e-12)  # one group per configuration

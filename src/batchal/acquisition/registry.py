@@ -230,6 +230,7 @@ def _batchbald(
     memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES,
     prefilter: Optional[int] = None,
     tie_tolerance: float = _bb.TIE_TOLERANCE,
+    bound_groups: Optional[int] = _bb.BOUND_GROUPS,
 ):
     _check_num_samples(inputs, num_samples)
     log_probs_N_K_C = inputs.log_probs_N_K_C
@@ -251,10 +252,12 @@ def _batchbald(
         screen=screen,
         memory_bytes=memory_bytes,
         tie_tolerance=tie_tolerance,
+        bound_groups=bound_groups,
         progress=inputs.progress,
     )
     indices = result.indices if kept_N is None else kept_N[torch.as_tensor(result.indices, dtype=torch.long)].tolist()
-    return indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations}
+    return indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations,
+                                    "bound_evaluations": result.bound_evaluations}
 
 
 def _power_bald(inputs: Inputs, beta: float = 1.0):
@@ -372,6 +375,7 @@ register(Strategy(
         "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
         "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter"),
         "tie_tolerance": lambda v: check_positive_float(v, "tie_tolerance", allow_zero=True),
+        "bound_groups": lambda v: v if v is None else check_positive_int(v, "bound_groups"),
     },
 ))
 register(Strategy(
