@@ -283,10 +283,12 @@ def batchbald(
         return torch.cat(parts) - conditional_N[indices]
 
     available_N = torch.ones(N, dtype=torch.bool, device=device)
-    # Step 1 is BALD (M = 1 configuration); its gains are every candidate's first bound.
-    bound_N = gains_of(torch.arange(N, device=device), dtype)
-    low_N = bound_N.clone()  # lower bound of each candidate's current float64 gain
-    exact_N = torch.ones(N, dtype=torch.bool, device=device)  # low_N == bound_N == the float64 gain
+    # Step 1 is BALD (M = 1 configuration); its gains, screened like every later step's, are
+    # every candidate's first bounds.
+    screened = gains_of(torch.arange(N, device=device), screen_dtype)
+    bound_N = screened + tolerance
+    low_N = screened - tolerance  # lower bound of each candidate's current float64 gain
+    exact_N = torch.full((N,), tolerance == 0, dtype=torch.bool, device=device)  # low_N == bound_N == the float64 gain
     evaluations = N
     bound_evaluations = 0  # grouped bounds computed (each G/M of an evaluation's cost)
     indices: list[int] = []
@@ -348,7 +350,11 @@ def batchbald(
                 exact_N[contenders] = True
             pick = int(torch.where(fresh_N & exact_N, bound_N, neg_inf).argmax())
         else:
-            pick = int(bound_N.argmax())
+            contenders = (~exact_N & (bound_N >= float(low_N.max()))).nonzero().flatten()
+            if len(contenders):
+                bound_N[contenders] = low_N[contenders] = gains_of(contenders, dtype)
+                exact_N[contenders] = True
+            pick = int(torch.where(exact_N, bound_N, neg_inf).argmax())
         gain = float(bound_N[pick])
         conditional_sum += float(conditional_N[pick])
         # Batch score I(y_1..y_n; w) = H(y_S, y_pick) - sum of conditional entropies.
