@@ -83,12 +83,14 @@ def main() -> None:
     parser.add_argument("--C", type=int, default=10)
     parser.add_argument("--b", type=int, default=10)
     parser.add_argument("--mmap", action="store_true")
+    parser.add_argument("--bound-groups", dest="bound_groups", type=int, default=256, help="grouped bounds' G (0: stale bounds only)")
     parser.add_argument("--name", default=None, help="output file stem (default batchbald_scale[_mmap])")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     lines = [
-        f"# BatchBALD at scale: K={args.K}, C={args.C}, b={args.b}, num_samples=40000, float64 with float32 screening, no prefilter"
+        f"# BatchBALD at scale: K={args.K}, C={args.C}, b={args.b}, num_samples=40000, float64 with float32 screening, no prefilter, "
+        f"grouped bounds {'G=' + str(args.bound_groups) if args.bound_groups else 'off'}"
         + (", log-probabilities read through a memory map" if args.mmap else ""),
         f"# inputs: log_softmax(2 randn(N,1,C) + randn(N,K,C)), seed 0",
         f"# command: python benchmarks/bench_batchbald_scale.py {' '.join(sys.argv[1:])}".rstrip(),
@@ -101,7 +103,7 @@ def main() -> None:
         with warnings.catch_warnings(), AnonPeak() as anon:
             warnings.simplefilter("ignore")
             start = time.perf_counter()
-            sel = batchal.select("batchbald", args.b, log_probs_N_K_C=lp, seed=0)
+            sel = batchal.select("batchbald", args.b, log_probs_N_K_C=lp, seed=0, bound_groups=args.bound_groups or None)
             seconds = time.perf_counter() - start
         results.append((N, seconds))
         mem = memory_mib()
