@@ -13,6 +13,7 @@ import json
 import shutil
 import statistics
 import sys
+import time
 import tomllib
 import warnings
 from pathlib import Path
@@ -245,11 +246,11 @@ def cmd_score(args: argparse.Namespace) -> int:
                    num_classes=args.num_classes, embeddings=args.embeddings, keep_log_probs=args.keep_log_probs,
                    shard_size=args.shard_size, batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb,
                    column=args.column, input_shape=shape)
-    bar, start = None, __import__("time").perf_counter()
+    bar, start = None, time.perf_counter()
 
     def progress(done: int, total: int, items: int) -> None:
         nonlocal bar
-        rate = items / max(1e-9, __import__("time").perf_counter() - start)
+        rate = items / max(1e-9, time.perf_counter() - start)
         if sys.stderr.isatty():
             from tqdm.auto import tqdm
 
