@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--C", type=int, default=10)
     parser.add_argument("--b", type=int, default=10)
     parser.add_argument("--mmap", action="store_true")
+    parser.add_argument("--inputs", choices=["synthetic", "mnist"], default="synthetic",
+                        help="mnist: MC-dropout predictions of the paper's CNN trained on 20 labels, for N MNIST training images "
+                        "(as bench_batchbald.py; needs $BATCHAL_DATA or ../shared/data)")
     parser.add_argument("--bound-groups", dest="bound_groups", type=int, default=256, help="grouped bounds' G (0: stale bounds only)")
     parser.add_argument("--name", default=None, help="output file stem (default batchbald_scale[_mmap])")
     parser.add_argument("--out", default="results/benchmarks")
@@ -98,8 +101,16 @@ def main() -> None:
     ]
     results = []
     tmp = tempfile.mkdtemp() if args.mmap else None
+    if args.inputs == "mnist":
+        lines[1] = "# inputs: MC-dropout log-probabilities of the MNIST CNN trained on 20 labels, N MNIST training images (bench_batchbald.mnist_log_probs)"
     for N in sizes:
-        lp = inputs(N, args.K, args.C, tmp)
+        if args.inputs == "mnist":
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bench_batchbald import mnist_log_probs
+
+            lp = mnist_log_probs(N, args.K).float()
+        else:
+            lp = inputs(N, args.K, args.C, tmp)
         with warnings.catch_warnings(), AnonPeak() as anon:
             warnings.simplefilter("ignore")
             start = time.perf_counter()
