@@ -23,14 +23,13 @@ from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 from batchal.data.files import DataError
-from batchal.data.images import load_image
+from batchal.data.images import IMAGE_SUFFIXES, load_image
 from batchal.devices import resolve_device
 from batchal.labelling.store import Store
 from batchal.models import create_model, load_model, model_names
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
 from batchal.training import TrainConfig, accuracy, train_model
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 HOLD_OUT_EVERY = 5
 
 
