@@ -219,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_on_ray(args, configs, folders, results) -> list[str]:
     from batchal.distributed.studies import run_study
 
-    names = {f"{s} seed {seed}": key for key, config in configs.items() for s, seed in [key]}
+    names = {f"{strategy} seed {seed}": (strategy, seed) for strategy, seed in configs}
 
     def on_done(outcome) -> None:
         if outcome.error is None:

@@ -53,6 +53,12 @@ def gumbel_noise(key: int, start: int, stop: int) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp_(min=1e-300)))
 
 
+def power_log_weights(scores_N: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """log(score^beta) for non-negative scores, and -1e10 for a score of 0 (such points come last,
+    in random order, when drawn by ``gumbel_top_k``)."""
+    return torch.where(scores_N > 0, beta * scores_N.clamp(min=1e-300).log(), torch.full_like(scores_N, -1e10))
+
+
 def gumbel_top_k(log_weights_N: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k indices drawn without replacement with probability proportional to exp(log_weights)
     (Gumbel-top-k: the top k of log w + Gumbel noise; ties to the lowest position)."""
@@ -72,9 +78,7 @@ def sample_kdpp(
     N = norms_N.shape[0]
     device = norms_N.device
     ridge = 1e-9 * max(float(norms_N.mean()), 1e-300)
-    positive = norms_N > 0
-    log_w = torch.where(positive, norms_N.clamp(min=1e-300).log(), torch.full_like(norms_N, -1e10))
-    chosen = gumbel_top_k(log_w, k, generator).to(device)
+    chosen = gumbel_top_k(power_log_weights(norms_N), k, generator).to(device)
     if steps is None:
         steps = math.ceil(5 * k * math.log(k)) if k > 1 else 0
     if k < N and steps > 0:

@@ -264,8 +264,7 @@ def _power_bald(inputs: Inputs, beta: float = 1.0):
     bald_N = _scores.bald(inputs.log_probs_N_K_C).cpu().clamp(min=0)
     # Drawing without replacement with probability proportional to BALD^beta; points with
     # BALD = 0 come last, in random order.
-    log_weights_N = torch.where(bald_N > 0, beta * bald_N.clamp(min=1e-300).log(), torch.full_like(bald_N, -1e10))
-    order = _kdpp.gumbel_top_k(log_weights_N, inputs.batch_size, inputs.generator)
+    order = _kdpp.gumbel_top_k(_kdpp.power_log_weights(bald_N, beta), inputs.batch_size, inputs.generator)
     return order, bald_N[order], {}
 
 
@@ -322,8 +321,7 @@ def _epig_run(inputs: Inputs, target_log_probs=None):
 
 def _power_epig_run(inputs: Inputs, target_log_probs=None, beta: float = 1.0):
     scores_N = _epig_scores(inputs, target_log_probs).clamp(min=0)
-    log_weights_N = torch.where(scores_N > 0, beta * scores_N.clamp(min=1e-300).log(), torch.full_like(scores_N, -1e10))
-    order = _kdpp.gumbel_top_k(log_weights_N, inputs.batch_size, inputs.generator)
+    order = _kdpp.gumbel_top_k(_kdpp.power_log_weights(scores_N, beta), inputs.batch_size, inputs.generator)
     return order, scores_N[order], {}
 
 

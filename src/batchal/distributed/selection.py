@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from batchal.acquisition import badge as _badge
-from batchal.acquisition.kdpp import gumbel_noise, noise_key
+from batchal.acquisition.kdpp import gumbel_noise, noise_key, power_log_weights
 from batchal.acquisition.registry import select
 from batchal.acquisition.validation import check_batch_size, check_positive_float, check_random_state
 from batchal.distributed.scoring import SCORE_COLUMNS, shard_name
@@ -108,8 +108,8 @@ def _top_b(folder, strategy, b, generator, beta, progress):
         if key is not None:
             values = np.clip(values, 0, None)
             start = int(positions[0])
-            weights = np.where(values > 0, beta * np.log(np.clip(values, 1e-300, None)), -1e10)
-            keys = weights + gumbel_noise(key, start, start + len(positions)).numpy()
+            weights = power_log_weights(torch.from_numpy(values), beta)
+            keys = (weights + gumbel_noise(key, start, start + len(positions))).numpy()
         else:
             keys = values
         keys = np.concatenate([best_keys, keys])
