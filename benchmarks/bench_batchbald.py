@@ -10,7 +10,7 @@ Inputs (--inputs):
              for 2,000 MNIST training points (needs ../shared/data or $BATCHAL_DATA).
 
 Usage:  python benchmarks/bench_batchbald.py [--inputs synthetic|mnist] [--out results/benchmarks]
-Needs:  pip install -c constraints.txt -e ".[bench]"   (the reference, for the side-by-side)
+Needs:  benchmarks/install.sh   (the reference batchbald_redux 2.0.5, without its torchvision, for the side-by-side)
 """
 
 from __future__ import annotations

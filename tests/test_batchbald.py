@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import batchal
+from batchal.acquisition import batchbald as batchbald_module
 from batchal.acquisition.batchbald import BatchBALDWarning, _JointProbabilities, exact_joint_entropy
 from batchal.acquisition.scores import bald, conditional_entropy
 from conftest import random_log_probs
@@ -216,6 +217,7 @@ def test_grouped_bounds_keep_plain_greedys_picks_in_the_sampled_regime(seed):
     stale_only = batchal.select("batchbald", 9, lazy=True, bound_groups=None, **common)
     plain = batchal.select("batchbald", 9, lazy=False, **common)
     assert grouped.info["exact_picks"] < 9 and grouped.info["bound_evaluations"] > 0  # the bounds were used
+    assert grouped.info["bound_refinements"] > 0  # and refined
     assert grouped.indices.tolist() == plain.indices.tolist() == stale_only.indices.tolist()
     assert torch.allclose(grouped.scores, plain.scores, atol=1e-10)
     assert grouped.info["evaluations"] < stale_only.info["evaluations"]
@@ -232,3 +234,37 @@ def test_grouped_entropies_bound_the_exact_ones_from_above():
         bound = joint.conditional_entropies(probs, groups=groups)
         assert (bound >= exact - 1e-12).all()
     assert torch.allclose(joint.conditional_entropies(probs, groups=joint.M), exact, atol=1e-12)  # one group per configuration
+
+
+def test_refined_groups_bound_from_above_and_tighten_level_by_level():
+    """Each refinement level splits the groups of the level before (a finer partition), so its
+    bound lies between the exact value and the coarser level's bound."""
+    lp = random_log_probs(80, 16, 5, 4)
+    joint = _JointProbabilities(16, 2000, torch.float64, torch.device("cpu"), torch.Generator().manual_seed(1))
+    for i in range(6):
+        joint.add(lp[i].double().softmax(-1))
+    assert joint.sampled and joint.M > 500
+    probs = lp[6:].double().softmax(-1)
+    exact = joint.conditional_entropies(probs)
+    previous = None
+    for level in range(4):
+        ratios, pi = joint.grouped(6, torch.float64, level)
+        assert torch.allclose(pi.sum(), torch.tensor(1.0, dtype=torch.float64)) and len(pi) <= 6 * 4**level
+        assert torch.allclose(pi @ ratios, joint.pi_M @ joint.ratios_M_K)  # the same mixture, regrouped
+        bound = joint.conditional_entropies(probs, groups=6, level=level)
+        assert (bound >= exact - 1e-12).all()
+        if previous is not None:
+            assert (bound <= previous + 1e-12).all()
+        previous = bound
+    assert float((previous - exact).mean()) < float((joint.conditional_entropies(probs, groups=6) - exact).mean())
+
+
+def test_the_pool_cache_changes_no_pick(monkeypatch):
+    """Pools too large for the probability cache are read block by block: same picks and scores."""
+    lp = random_log_probs(300, 12, 6, 5)
+    common = dict(log_probs_N_K_C=lp, num_samples=1200, seed=0, bound_groups=8)
+    cached = batchal.select("batchbald", 7, **common)
+    monkeypatch.setattr(batchbald_module, "POOL_CACHE_BYTES", 0)
+    streamed = batchal.select("batchbald", 7, **common)
+    assert cached.indices.tolist() == streamed.indices.tolist()
+    assert torch.allclose(cached.scores, streamed.scores, atol=1e-10)

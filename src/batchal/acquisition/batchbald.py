@@ -88,6 +88,8 @@ class BatchBALDResult:
     exact_picks: int  # picks made with exact joint entropies
     evaluations: int  # candidate gains computed over the whole selection
     bound_evaluations: int = 0  # grouped upper bounds computed (each far cheaper than an evaluation)
+    pick_evaluations: list[int] | None = None  # candidate gains computed for each pick
+    bound_refinements: int = 0  # finer levels of grouped bounds computed (over all picks)
 
 
 #: Exact configurations whose probability p(y_S = m) falls below this are dropped. Each dropped
@@ -100,6 +102,15 @@ TIE_TOLERANCE = 0.02
 
 #: Groups of configurations for the grouped upper bounds (None: stale bounds only).
 BOUND_GROUPS = 256
+
+#: Grouped bounds are used once min(bound_groups, M / 4) reaches this many groups.
+MIN_BOUND_GROUPS = 16
+
+#: The pool's probabilities are kept in the screening precision when they take at most this.
+POOL_CACHE_BYTES = 2**30
+
+#: Each refinement level of the grouped bounds splits every group in up to this many.
+REFINE_FACTOR = 4
 
 #: Bound on |gain in float32 - gain in float64| used by the float32 screening (nats). The
 #: measured error is below 1e-5 (tests check it stays under a tenth of this bound).
@@ -173,51 +184,114 @@ class _JointProbabilities:
         """S labels from p(y | w_k) for every mask k: a vector of K*S labels, mask-major."""
         return torch.multinomial(probs_K_C.cpu(), S, replacement=True, generator=self.generator).flatten()
 
-    def grouped(self, groups: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The configurations merged into at most ``groups`` groups by a few weighted k-means
-        steps on the rows of R: (ratios_G_K, pi_G), whose conditional entropies bound the exact
-        ones from above (concavity of h)."""
-        key = ("grouped", groups, dtype)
+    def grouped(self, groups: int, dtype: torch.dtype, level: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configurations merged into groups whose conditional entropies bound the exact ones
+        from above (concavity of h): (ratios_G_K, pi_G). Level 0: at most ``groups`` groups from a
+        few weighted k-means steps on the rows of R. Level l > 0: every group of level l - 1 split
+        in up to REFINE_FACTOR by k-means among its own members (a finer partition, so a tighter
+        bound, at REFINE_FACTOR times the cost; the split costs O(M K REFINE_FACTOR))."""
+        key = ("grouped", groups, dtype, level)
         if key not in self._cast:
-            ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
-            G = min(groups, self.M)
-            centres = ratios[torch.topk(pi, G).indices]  # the most probable configurations start the groups
-            for _ in range(3):
-                distances = (ratios * ratios).sum(1, keepdim=True) - 2 * ratios @ centres.t() + (centres * centres).sum(1)[None, :]
-                assignment = distances.argmin(1)
-                weight_G = torch.zeros(G, dtype=dtype, device=ratios.device).index_add_(0, assignment, pi)
-                sums_G_K = torch.zeros(G, ratios.shape[1], dtype=dtype, device=ratios.device).index_add_(0, assignment, pi[:, None] * ratios)
-                used = weight_G > 0
-                centres = torch.where(used[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(dtype).tiny)[:, None], centres)
-            self._cast[key] = (sums_G_K[used] / weight_G[used][:, None], weight_G[used])
+            if level == 0:
+                ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
+                G = min(groups, self.M)
+                centres = ratios[self._spread_seeds(ratios, pi, G)]
+                for _ in range(3):
+                    distances = (ratios * ratios).sum(1, keepdim=True) - 2 * ratios @ centres.t() + (centres * centres).sum(1)[None, :]
+                    assignment = distances.argmin(1)
+                    weight_G = torch.zeros(G, dtype=dtype, device=ratios.device).index_add_(0, assignment, pi)
+                    sums_G_K = torch.zeros(G, ratios.shape[1], dtype=dtype, device=ratios.device).index_add_(0, assignment, pi[:, None] * ratios)
+                    used = weight_G > 0
+                    centres = torch.where(used[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(dtype).tiny)[:, None], centres)
+                assignment = (used.cumsum(0) - 1)[assignment]  # ids of the groups kept, 0..G'-1
+                self._cast[key] = (sums_G_K[used] / weight_G[used][:, None], weight_G[used], assignment)
+            else:
+                self.grouped(groups, dtype, level - 1)
+                self._cast[key] = self._split(*self._cast[("grouped", groups, dtype, level - 1)][2:], dtype)
+        return self._cast[key][:2]
+
+    @staticmethod
+    def _spread_seeds(ratios_M_K: torch.Tensor, pi_M: torch.Tensor, G: int) -> torch.Tensor:
+        """G configurations to start k-means from: the most probable, then greedily the one of
+        largest pi_m d(m, nearest seed)^2 (the configuration adding most to the weighted k-means
+        objective, which is what the grouped bound's looseness grows with)."""
+        norms_M = (ratios_M_K * ratios_M_K).sum(1)
+        seeds = [int(pi_M.argmax())]
+        nearest_M = torch.full_like(pi_M, float("inf"))
+        for _ in range(1, G):
+            c = seeds[-1]
+            torch.minimum(nearest_M, (norms_M + norms_M[c] - 2 * (ratios_M_K @ ratios_M_K[c])).clamp_(min=0), out=nearest_M)
+            seeds.append(int((pi_M * nearest_M).argmax()))
+        return torch.tensor(seeds, device=ratios_M_K.device)
+
+    def _split(self, assignment_M: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every group of ``assignment_M`` split in up to REFINE_FACTOR sub-groups by two k-means
+        steps among its members, started from its REFINE_FACTOR most probable configurations."""
+        ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
+        M, K = ratios.shape
+        s = REFINE_FACTOR
+        G = int(assignment_M.max()) + 1
+        order = torch.argsort(-pi, stable=True)
+        order = order[torch.argsort(assignment_M[order], stable=True)]  # by group, most probable first
+        counts_G = torch.bincount(assignment_M, minlength=G)
+        rank = torch.arange(M, device=ratios.device) - (counts_G.cumsum(0) - counts_G)[assignment_M[order]]
+        starts = rank < s
+        centres_G_s_K = torch.zeros(G, s, K, dtype=dtype, device=ratios.device)
+        valid_G_s = torch.zeros(G, s, dtype=torch.bool, device=ratios.device)
+        seeds = order[starts]
+        centres_G_s_K[assignment_M[seeds], rank[starts]] = ratios[seeds]
+        valid_G_s[assignment_M[seeds], rank[starts]] = True
+        chunk = max(1, 2**22 // (s * K))
+        for _ in range(2):
+            sub_M = torch.empty(M, dtype=torch.long, device=ratios.device)
+            for i in range(0, M, chunk):
+                g = assignment_M[i : i + chunk]
+                d = ((centres_G_s_K[g] - ratios[i : i + chunk, None, :]) ** 2).sum(2)
+                sub_M[i : i + chunk] = d.masked_fill_(~valid_G_s[g], float("inf")).argmin(1)
+            ids = assignment_M * s + sub_M
+            weight = torch.zeros(G * s, dtype=dtype, device=ratios.device).index_add_(0, ids, pi)
+            sums = torch.zeros(G * s, K, dtype=dtype, device=ratios.device).index_add_(0, ids, pi[:, None] * ratios)
+            used = weight > 0
+            centres_G_s_K = torch.where(used[:, None], sums / weight.clamp(min=torch.finfo(dtype).tiny)[:, None],
+                                        centres_G_s_K.view(G * s, K)).view(G, s, K)
+            valid_G_s = used.view(G, s)
+        return sums[used] / weight[used][:, None], weight[used], (used.cumsum(0) - 1)[ids]
+
+    def conditional_entropies(self, probs_b_K_C: torch.Tensor, workspace: torch.Tensor | None = None, groups: Optional[int] = None,
+                              level: int = 0) -> torch.Tensor:
+        """H(y_x | y_S) = sum_m pi_m h_m(x) for each candidate x of the block, in the dtype of
+        ``probs_b_K_C`` (float64 result); with ``groups``, the grouped upper bound instead."""
+        b, K, C = probs_b_K_C.shape
+        return self.conditional_entropies_of(probs_b_K_C.permute(1, 0, 2).reshape(K, b * C), C, workspace, groups, level)
+
+    def _operands(self, dtype: torch.dtype, groups: Optional[int], level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R / K, pi) in ``dtype``, of the configurations or of their groups."""
+        key = ("operands", dtype, groups, level)
+        if key not in self._cast:
+            ratios, pi = self.grouped(groups, dtype, level) if groups is not None else (self.ratios_M_K.to(dtype), self.pi_M.to(dtype))
+            self._cast[key] = (ratios / self.K, pi)
         return self._cast[key]
 
-    def conditional_entropies(self, probs_b_K_C: torch.Tensor, workspace: torch.Tensor | None = None, groups: Optional[int] = None) -> torch.Tensor:
-        """H(y_x | y_S) = sum_m pi_m h_m(x) for each candidate x of the block, in the dtype of
-        ``probs_b_K_C`` (float64 result); with ``groups``, the grouped upper bound instead.
-        ``workspace``: optional flat buffer of at least 2 * M * b * C elements of that dtype,
-        reused so the large intermediates are not allocated (and page-faulted) at every block."""
-        b, K, C = probs_b_K_C.shape
-        dtype = probs_b_K_C.dtype
-        if groups is not None:
-            ratios_M_K, pi_M = self.grouped(groups, dtype)
-        else:
-            if dtype not in self._cast:
-                self._cast[dtype] = (self.ratios_M_K.to(dtype), self.pi_M.to(dtype))
-            ratios_M_K, pi_M = self._cast[dtype]
-        M = ratios_M_K.shape[0]
-        size = M * b * C
+    def conditional_entropies_of(self, probs_K_bC: torch.Tensor, C: int, workspace: torch.Tensor | None = None,
+                                 groups: Optional[int] = None, level: int = 0) -> torch.Tensor:
+        """As ``conditional_entropies``, for candidates given as one K x (b*C) matrix (any row
+        stride: a block of a K x N x C array is a view). ``workspace``: optional flat buffer of at
+        least 2 * M * b * C elements of that dtype, reused so the large intermediates are not
+        allocated (and page-faulted) at every block."""
+        dtype = probs_K_bC.dtype
+        scaled_M_K, pi_M = self._operands(dtype, groups, level)
+        M, bC = scaled_M_K.shape[0], probs_K_bC.shape[1]
+        size = M * bC
         if workspace is None:
-            workspace = torch.empty(2 * size, dtype=dtype, device=ratios_M_K.device)
-        r_M_bC = workspace[:size].view(M, b * C)
-        log_M_bC = workspace[size : 2 * size].view(M, b * C)
-        torch.matmul(ratios_M_K, probs_b_K_C.permute(1, 0, 2).reshape(K, b * C), out=r_M_bC)
-        r_M_bC /= K
+            workspace = torch.empty(2 * size, dtype=dtype, device=scaled_M_K.device)
+        r_M_bC = workspace[:size].view(M, bC)
+        log_M_bC = workspace[size : 2 * size].view(M, bC)
+        torch.matmul(scaled_M_K, probs_K_bC, out=r_M_bC)  # r_mc = (1/K) sum_k R[m, k] p(y_x = c | w_k)
         # r log r with 0 log 0 = 0: log of max(r, tiny) is finite, times r = 0 gives 0.
         torch.clamp(r_M_bC, min=torch.finfo(dtype).tiny, out=log_M_bC)
         log_M_bC.log_()
         log_M_bC *= r_M_bC
-        return -(pi_M @ log_M_bC).view(b, C).sum(1).double()
+        return -(pi_M @ log_M_bC).view(bC // C, C).sum(1).double()
 
     def joint_entropies(self, probs_b_K_C: torch.Tensor) -> torch.Tensor:
         """H(y_S, y_x) for each candidate x of the block, exact or importance-sampled."""
@@ -267,33 +341,58 @@ def batchbald(
 
     def probs_of(indices, work_dtype: torch.dtype) -> torch.Tensor:
         """p(y | x, w_k) renormalised in the working precision: the chain rule needs sum_c p = 1."""
-        return torch.softmax(log_probs_N_K_C[indices].to(work_dtype), dim=-1)
+        probs = log_probs_N_K_C[indices].to(work_dtype).exp()
+        return probs.div_(probs.sum(-1, keepdim=True))
 
-    def gains_of(indices: torch.Tensor, work_dtype: torch.dtype, groups: Optional[int] = None) -> torch.Tensor:
+    # The screening precision's probabilities for the whole pool, laid out K x N x C so that a
+    # block of candidates is a K x (b*C) view: computed once when they fit in POOL_CACHE_BYTES
+    # (a memory-mapped pool larger than that is read block by block instead).
+    cache_K_N_C = None
+    if N * K * C * (torch.finfo(screen_dtype).bits // 8) <= POOL_CACHE_BYTES:
+        cache_K_N_C = torch.empty(K, N, C, dtype=screen_dtype, device=device)
+        step = max(1, 2**24 // (K * C))
+        for i in range(0, N, step):
+            cache_K_N_C[:, i : i + step] = probs_of(slice(i, i + step), screen_dtype).permute(1, 0, 2)
+
+    def matrix_of(selection, work_dtype: torch.dtype) -> torch.Tensor:
+        """The candidates' probabilities as one K x (b*C) matrix (a slice of the cache is a view)."""
+        if cache_K_N_C is not None and work_dtype == cache_K_N_C.dtype:
+            block = cache_K_N_C[:, selection] if isinstance(selection, slice) else cache_K_N_C.index_select(1, selection)
+        else:
+            block = probs_of(selection, work_dtype).permute(1, 0, 2)
+        return block.reshape(K, -1)
+
+    def gains_of(indices: Optional[torch.Tensor], work_dtype: torch.dtype, groups: Optional[int] = None, level: int = 0) -> torch.Tensor:
         """gain(x) = H(y_x | y_S) - E_w H(y_x | w), in float64, computed in ``work_dtype``
-        (with ``groups``: the grouped upper bound on it)."""
+        (with ``groups``: the grouped upper bound on it at that refinement level), for the
+        candidates ``indices`` or (None) the whole pool in order."""
         itemsize = torch.finfo(work_dtype).bits // 8
-        M = joint.M if groups is None else min(groups, joint.M)
-        block = min(len(indices), max(1, memory_bytes // (2 * M * C * itemsize)))  # two buffers fit
+        M = joint.M if groups is None else joint.grouped(groups, work_dtype, level)[1].shape[0]
+        count = N if indices is None else len(indices)
+        block = min(count, max(1, memory_bytes // (2 * M * C * itemsize)))  # two buffers fit
         workspace = torch.empty(2 * M * block * C, dtype=work_dtype, device=device)
         parts = [
-            joint.conditional_entropies(probs_of(indices[i : i + block], work_dtype), workspace, groups)
-            for i in range(0, len(indices), block)
+            joint.conditional_entropies_of(
+                matrix_of(slice(i, i + block) if indices is None else indices[i : i + block], work_dtype), C, workspace, groups, level
+            )
+            for i in range(0, count, block)
         ]
-        return torch.cat(parts) - conditional_N[indices]
+        return torch.cat(parts) - (conditional_N if indices is None else conditional_N[indices])
 
     available_N = torch.ones(N, dtype=torch.bool, device=device)
     # Step 1 is BALD (M = 1 configuration); its gains, screened like every later step's, are
     # every candidate's first bounds.
-    screened = gains_of(torch.arange(N, device=device), screen_dtype)
+    screened = gains_of(None, screen_dtype)
     bound_N = screened + tolerance
     low_N = screened - tolerance  # lower bound of each candidate's current float64 gain
     exact_N = torch.full((N,), tolerance == 0, dtype=torch.bool, device=device)  # low_N == bound_N == the float64 gain
     evaluations = N
     bound_evaluations = 0  # grouped bounds computed (each G/M of an evaluation's cost)
+    refinements = 0  # finer levels of grouped bounds computed
     indices: list[int] = []
     scores: list[float] = []
     exact_picks = 0
+    pick_evaluations: list[int] = []
     conditional_sum = 0.0
     ceiling = math.log(K)
     warned_ceiling = False
@@ -310,13 +409,36 @@ def batchbald(
             fresh_N = torch.zeros(N, dtype=torch.bool, device=device)
             exact_N[:] = False
             if lazy:
-                if bound_groups is not None and joint.M > 4 * bound_groups:
+                groups = None if bound_groups is None else min(bound_groups, joint.M // 4)
+                if groups is not None and groups >= min(bound_groups, MIN_BOUND_GROUPS):
                     # Grouped bounds for the whole pool (an upper bound whatever the grouping;
-                    # float32 error covered by SCREEN_TOLERANCE) cap the stale ones.
-                    candidates = available_N.nonzero().flatten()
-                    grouped = gains_of(candidates, torch.float32, bound_groups) + SCREEN_TOLERANCE
-                    bound_N[candidates] = torch.minimum(bound_N[candidates], grouped)
-                    bound_evaluations += len(candidates)
+                    # float32 error covered by SCREEN_TOLERANCE) cap the stale ones. Then, while
+                    # a finer level costs at most a quarter of an evaluation, the candidates
+                    # whose bound still beats the best evaluated gain get the finer bound.
+                    candidates = None  # level 0: the whole pool, in order (chosen points keep bound -inf)
+                    level = 0
+                    while True:
+                        grouped = gains_of(candidates, torch.float32, groups, level) + SCREEN_TOLERANCE
+                        if candidates is None:
+                            torch.minimum(bound_N, grouped, out=bound_N)
+                            bound_evaluations += N - step
+                        else:
+                            bound_N[candidates] = torch.minimum(bound_N[candidates], grouped)
+                            bound_evaluations += len(candidates)
+                        if 4 * groups * REFINE_FACTOR ** (level + 1) > joint.M:
+                            break
+                        # The best of the top few by bound, evaluated, bounds the winner's gain from below.
+                        stale_N = available_N & ~fresh_N
+                        top = torch.where(stale_N, bound_N, neg_inf).topk(min(16, int(stale_N.sum()))).indices
+                        screen_candidates(top)
+                        fresh_N[top] = True
+                        evaluations += len(top)
+                        best_fresh = float(torch.where(fresh_N, low_N, neg_inf).max())
+                        candidates = (available_N & ~fresh_N & (bound_N > best_fresh)).nonzero().flatten()
+                        if len(candidates) <= 16:
+                            break
+                        level += 1
+                        refinements += 1
                 # Lazy greedy: bounds only shrink, so stop once the best lower bound among the
                 # re-evaluated candidates beats every stale bound.
                 block = 16
@@ -374,10 +496,12 @@ def batchbald(
                 BatchBALDWarning,
                 stacklevel=4,
             )
+        pick_evaluations.append(evaluations - sum(pick_evaluations))
         if progress is not None:
             progress(step + 1, batch_size)
     return BatchBALDResult(indices=indices, scores=scores, exact_picks=exact_picks, evaluations=evaluations,
-                           bound_evaluations=bound_evaluations)
+                           bound_evaluations=bound_evaluations, pick_evaluations=pick_evaluations,
+                           bound_refinements=refinements)
 
 
 def exact_joint_entropy(log_probs_n_K_C: torch.Tensor) -> float:
