@@ -268,3 +268,15 @@ def test_the_pool_cache_changes_no_pick(monkeypatch):
     streamed = batchal.select("batchbald", 7, **common)
     assert cached.indices.tolist() == streamed.indices.tolist()
     assert torch.allclose(cached.scores, streamed.scores, atol=1e-10)
+
+
+@pytest.mark.parametrize("C,n", [(10, 5), (3, 12), (10, 18), (100, 10), (2, 1)])
+def test_distinct_rows_equal_torch_unique(C, n):
+    """The one-key-per-row unique returns torch.unique(dim=0)'s rows, order and counts, and falls
+    back to it when C^n does not fit in an int64 key (C = 100, n = 10)."""
+    g = torch.Generator().manual_seed(C * 100 + n)
+    labels = torch.randint(0, C, (3000, n), generator=g)
+    labels[300:600] = labels[:300].clone()  # duplicates
+    expected = torch.unique(labels, dim=0, return_counts=True)
+    rows, counts = batchbald_module._distinct_rows(labels, (7, C))
+    assert torch.equal(rows, expected[0]) and torch.equal(counts, expected[1])

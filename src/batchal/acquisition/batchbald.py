@@ -117,6 +117,18 @@ REFINE_FACTOR = 4
 SCREEN_TOLERANCE = 1e-3
 
 
+def _distinct_rows(labels_M_n: torch.Tensor, K_C: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(labels_M_n, dim=0, return_counts=True), in the same (lexicographic) order,
+    through one int64 key per row while C^n fits (a 1-D unique is several times faster)."""
+    M, n = labels_M_n.shape
+    C = K_C[1]
+    if C**n >= 2**62:
+        return torch.unique(labels_M_n, dim=0, return_counts=True)
+    powers_n = C ** torch.arange(n - 1, -1, -1, dtype=torch.int64)
+    keys_U, counts_U = torch.unique((labels_M_n * powers_n).sum(1), return_counts=True)
+    return (keys_U[:, None] // powers_n) % C, counts_U
+
+
 class _JointProbabilities:
     """The chosen set S as weighted configurations m: pi_m and R[m, k] = p(y_S = m | w_k) / p(y_S = m).
 
@@ -171,7 +183,7 @@ class _JointProbabilities:
         else:
             new_M = self._draw_labels(probs_K_C, self.num_samples // K)
             self.labels_M_n = torch.cat([self.labels_M_n, new_M[:, None]], dim=1)
-        distinct_U_n, counts_U = torch.unique(self.labels_M_n, dim=0, return_counts=True)
+        distinct_U_n, counts_U = _distinct_rows(self.labels_M_n, K_C=probs_K_C.shape)
         log_probs_U_K = torch.zeros(distinct_U_n.shape[0], K, dtype=probs_K_C.dtype, device=probs_K_C.device)
         for i, chosen_K_C in enumerate(self.chosen_probs):
             log_probs_U_K += chosen_K_C.log().t()[distinct_U_n[:, i].to(probs_K_C.device)]
@@ -226,21 +238,32 @@ class _JointProbabilities:
 
     def _split(self, assignment_M: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every group of ``assignment_M`` split in up to REFINE_FACTOR sub-groups by two k-means
-        steps among its members, started from its REFINE_FACTOR most probable configurations."""
+        steps among its members, seeded in every group at once as ``_spread_seeds`` seeds the
+        first level: its most probable configuration, then the largest pi_m d(m, nearest seed)^2."""
         ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
         M, K = ratios.shape
         s = REFINE_FACTOR
         G = int(assignment_M.max()) + 1
-        order = torch.argsort(-pi, stable=True)
-        order = order[torch.argsort(assignment_M[order], stable=True)]  # by group, most probable first
-        counts_G = torch.bincount(assignment_M, minlength=G)
-        rank = torch.arange(M, device=ratios.device) - (counts_G.cumsum(0) - counts_G)[assignment_M[order]]
-        starts = rank < s
+        positions = torch.arange(M, device=ratios.device)
         centres_G_s_K = torch.zeros(G, s, K, dtype=dtype, device=ratios.device)
         valid_G_s = torch.zeros(G, s, dtype=torch.bool, device=ratios.device)
-        seeds = order[starts]
-        centres_G_s_K[assignment_M[seeds], rank[starts]] = ratios[seeds]
-        valid_G_s[assignment_M[seeds], rank[starts]] = True
+        nearest_M = torch.full((M,), float("inf"), dtype=dtype, device=ratios.device)
+        score_M = pi.clone()
+        for j in range(s):
+            # Each group's configuration of largest score (the lowest position among ties).
+            best_G = torch.full((G,), -1.0, dtype=dtype, device=ratios.device).scatter_reduce_(0, assignment_M, score_M, "amax")
+            at_best = score_M == best_G[assignment_M]
+            seed_G = torch.full((G,), M, dtype=torch.long, device=ratios.device).scatter_reduce_(
+                0, assignment_M, torch.where(at_best, positions, M), "amin")
+            new_G = (best_G > 0) & (seed_G < M)  # a group whose members all sit on seeds gets none
+            if not new_G.any():
+                break
+            centres_G_s_K[new_G, j] = ratios[seed_G[new_G]]
+            valid_G_s[new_G, j] = True
+            seeded_M = new_G[assignment_M]
+            distance_M = ((ratios - centres_G_s_K[assignment_M, j]) ** 2).sum(1)
+            nearest_M = torch.where(seeded_M, torch.minimum(nearest_M, distance_M), nearest_M)
+            score_M = pi * torch.where(torch.isinf(nearest_M), 0.0, nearest_M)
         chunk = max(1, 2**22 // (s * K))
         for _ in range(2):
             sub_M = torch.empty(M, dtype=torch.long, device=ratios.device)
@@ -404,6 +427,16 @@ def batchbald(
         low_N[candidates] = gains - tolerance
         exact_N[candidates] = tolerance == 0
 
+    def evaluate_leaders(count: int = 16) -> float:
+        """Screen the ``count`` stale candidates of highest bound; the best fresh lower bound."""
+        nonlocal evaluations
+        stale_N = available_N & ~fresh_N
+        leaders = torch.where(stale_N, bound_N, neg_inf).topk(min(count, int(stale_N.sum()))).indices
+        screen_candidates(leaders)
+        fresh_N[leaders] = True
+        evaluations += len(leaders)
+        return float(torch.where(fresh_N, low_N, neg_inf).max())
+
     for step in range(batch_size):
         if step > 0:
             fresh_N = torch.zeros(N, dtype=torch.bool, device=device)
@@ -411,34 +444,27 @@ def batchbald(
             if lazy:
                 groups = None if bound_groups is None else min(bound_groups, joint.M // 4)
                 if groups is not None and groups >= min(bound_groups, MIN_BOUND_GROUPS):
-                    # Grouped bounds for the whole pool (an upper bound whatever the grouping;
-                    # float32 error covered by SCREEN_TOLERANCE) cap the stale ones. Then, while
-                    # a finer level costs at most a quarter of an evaluation, the candidates
-                    # whose bound still beats the best evaluated gain get the finer bound.
-                    candidates = None  # level 0: the whole pool, in order (chosen points keep bound -inf)
+                    # Grouped bounds (upper bounds whatever the grouping; float32 error covered by
+                    # SCREEN_TOLERANCE) cap the stale ones, level by level, for the candidates
+                    # whose bound still beats the best gain evaluated so far (which bounds the
+                    # winner's gain from below), while a level costs at most a quarter of an
+                    # evaluation.
                     level = 0
                     while True:
-                        grouped = gains_of(candidates, torch.float32, groups, level) + SCREEN_TOLERANCE
-                        if candidates is None:
-                            torch.minimum(bound_N, grouped, out=bound_N)
-                            bound_evaluations += N - step
+                        best_fresh = evaluate_leaders()
+                        candidates_N = available_N & ~fresh_N & (bound_N > best_fresh)
+                        count = int(candidates_N.sum())
+                        if count <= 16 or (level > 0 and 4 * groups * REFINE_FACTOR**level > joint.M):
+                            break
+                        if count > N // 2:  # the whole pool in order: blocks are views, no gather
+                            torch.minimum(bound_N, gains_of(None, torch.float32, groups, level) + SCREEN_TOLERANCE, out=bound_N)
                         else:
-                            bound_N[candidates] = torch.minimum(bound_N[candidates], grouped)
-                            bound_evaluations += len(candidates)
-                        if 4 * groups * REFINE_FACTOR ** (level + 1) > joint.M:
-                            break
-                        # The best of the top few by bound, evaluated, bounds the winner's gain from below.
-                        stale_N = available_N & ~fresh_N
-                        top = torch.where(stale_N, bound_N, neg_inf).topk(min(16, int(stale_N.sum()))).indices
-                        screen_candidates(top)
-                        fresh_N[top] = True
-                        evaluations += len(top)
-                        best_fresh = float(torch.where(fresh_N, low_N, neg_inf).max())
-                        candidates = (available_N & ~fresh_N & (bound_N > best_fresh)).nonzero().flatten()
-                        if len(candidates) <= 16:
-                            break
+                            candidates = candidates_N.nonzero().flatten()
+                            bound_N[candidates] = torch.minimum(bound_N[candidates],
+                                                                gains_of(candidates, torch.float32, groups, level) + SCREEN_TOLERANCE)
+                        bound_evaluations += count
+                        refinements += level > 0
                         level += 1
-                        refinements += 1
                 # Lazy greedy: bounds only shrink, so stop once the best lower bound among the
                 # re-evaluated candidates beats every stale bound.
                 block = 16
