@@ -259,13 +259,12 @@ def test_refined_groups_bound_from_above_and_tighten_level_by_level():
     assert float((previous - exact).mean()) < float((joint.conditional_entropies(probs, groups=6) - exact).mean())
 
 
-def test_the_pool_cache_changes_no_pick(monkeypatch):
+def test_the_pool_cache_changes_no_pick():
     """Pools too large for the probability cache are read block by block: same picks and scores."""
     lp = random_log_probs(300, 12, 6, 5)
     common = dict(log_probs_N_K_C=lp, num_samples=1200, seed=0, bound_groups=8)
     cached = batchal.select("batchbald", 7, **common)
-    monkeypatch.setattr(batchbald_module, "POOL_CACHE_BYTES", 0)
-    streamed = batchal.select("batchbald", 7, **common)
+    streamed = batchal.select("batchbald", 7, memory_bytes=300 * 12 * 6 * 4 - 1, **common)  # the pool no longer fits
     assert cached.indices.tolist() == streamed.indices.tolist()
     assert torch.allclose(cached.scores, streamed.scores, atol=1e-10)
 

@@ -57,7 +57,9 @@ are those of the float64 computation (float32's error is far below the tolerance
 
 Memory: besides the input, O(N) for the gains, O(M K) for P and at most ``memory_bytes``
 (default 256 MiB) for the block of candidate joint probabilities (two M x b*C buffers),
-whatever N.
+whatever N; plus, when they fit in ``memory_bytes``, the pool's probabilities in the screening
+precision (K x N x C, so that a block of candidates is a view). A larger pool is read block by
+block in order at each pick: a memory-mapped pool needs only the bounds and one block.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class BatchBALDResult:
     bound_evaluations: int = 0  # grouped upper bounds computed (each far cheaper than an evaluation)
     pick_evaluations: list[int] | None = None  # candidate gains computed for each pick
     bound_refinements: int = 0  # finer levels of grouped bounds computed (over all picks)
+    gemm_flops: int = 0  # floating-point operations in the candidate products (2 M K C per candidate)
 
 
 #: Exact configurations whose probability p(y_S = m) falls below this are dropped. Each dropped
@@ -105,9 +108,6 @@ BOUND_GROUPS = 256
 
 #: Grouped bounds are used once min(bound_groups, M / 4) reaches this many groups.
 MIN_BOUND_GROUPS = 16
-
-#: The pool's probabilities are kept in the screening precision when they take at most this.
-POOL_CACHE_BYTES = 2**30
 
 #: Each refinement level of the grouped bounds splits every group in up to this many.
 REFINE_FACTOR = 4
@@ -367,11 +367,12 @@ def batchbald(
         probs = log_probs_N_K_C[indices].to(work_dtype).exp()
         return probs.div_(probs.sum(-1, keepdim=True))
 
+    gemm_flops = 0
     # The screening precision's probabilities for the whole pool, laid out K x N x C so that a
-    # block of candidates is a K x (b*C) view: computed once when they fit in POOL_CACHE_BYTES
-    # (a memory-mapped pool larger than that is read block by block instead).
+    # block of candidates is a K x (b*C) view: computed once when they fit in memory_bytes (a
+    # larger pool, memory-mapped say, is read block by block in order instead).
     cache_K_N_C = None
-    if N * K * C * (torch.finfo(screen_dtype).bits // 8) <= POOL_CACHE_BYTES:
+    if N * K * C * (torch.finfo(screen_dtype).bits // 8) <= memory_bytes:
         cache_K_N_C = torch.empty(K, N, C, dtype=screen_dtype, device=device)
         step = max(1, 2**24 // (K * C))
         for i in range(0, N, step):
@@ -389,10 +390,13 @@ def batchbald(
         """gain(x) = H(y_x | y_S) - E_w H(y_x | w), in float64, computed in ``work_dtype``
         (with ``groups``: the grouped upper bound on it at that refinement level), for the
         candidates ``indices`` or (None) the whole pool in order."""
+        nonlocal gemm_flops
         itemsize = torch.finfo(work_dtype).bits // 8
         M = joint.M if groups is None else joint.grouped(groups, work_dtype, level)[1].shape[0]
         count = N if indices is None else len(indices)
-        block = min(count, max(1, memory_bytes // (2 * M * C * itemsize)))  # two buffers fit
+        gemm_flops += 2 * M * K * C * count
+        # Two M x b*C buffers and the block's probabilities (read, then laid out K x b*C) fit.
+        block = min(count, max(1, memory_bytes // ((2 * M * C + 2 * K * C) * itemsize)))
         workspace = torch.empty(2 * M * block * C, dtype=work_dtype, device=device)
         parts = [
             joint.conditional_entropies_of(
@@ -527,7 +531,7 @@ def batchbald(
             progress(step + 1, batch_size)
     return BatchBALDResult(indices=indices, scores=scores, exact_picks=exact_picks, evaluations=evaluations,
                            bound_evaluations=bound_evaluations, pick_evaluations=pick_evaluations,
-                           bound_refinements=refinements)
+                           bound_refinements=refinements, gemm_flops=gemm_flops)
 
 
 def exact_joint_entropy(log_probs_n_K_C: torch.Tensor) -> float:

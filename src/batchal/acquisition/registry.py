@@ -258,7 +258,7 @@ def _batchbald(
     indices = result.indices if kept_N is None else kept_N[torch.as_tensor(result.indices, dtype=torch.long)].tolist()
     return indices, result.scores, {"exact_picks": result.exact_picks, "evaluations": result.evaluations,
                                     "bound_evaluations": result.bound_evaluations, "pick_evaluations": result.pick_evaluations,
-                                    "bound_refinements": result.bound_refinements}
+                                    "bound_refinements": result.bound_refinements, "gemm_flops": result.gemm_flops}
 
 
 def _power_bald(inputs: Inputs, beta: float = 1.0):
