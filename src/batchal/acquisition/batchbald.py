@@ -106,8 +106,19 @@ TIE_TOLERANCE = 0.02
 #: Groups of configurations for the grouped upper bounds (None: stale bounds only).
 BOUND_GROUPS = 256
 
+#: Candidate probabilities are raised to at least this (1e-30 changes an entropy by under
+#: 1e-28 nats) so that log r needs no clamp: r is a convex combination of them.
+PROBABILITY_FLOOR = 1e-30
+
 #: Grouped bounds are used once min(bound_groups, M / 4) reaches this many groups.
 MIN_BOUND_GROUPS = 16
+
+#: A finer level is computed only for more candidates than this (splitting the groups costs
+#: about as much as evaluating a hundred candidates; fewer are left to lazy greedy).
+REFINE_MIN_CANDIDATES = 256
+
+#: The first level's k-means seeds are chosen among at most this many times G configurations.
+SEED_SAMPLE = 8
 
 #: Each refinement level of the grouped bounds splits every group in up to this many.
 REFINE_FACTOR = 4
@@ -208,11 +219,12 @@ class _JointProbabilities:
                 ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
                 G = min(groups, self.M)
                 centres = ratios[self._spread_seeds(ratios, pi, G)]
+                weighted = pi[:, None] * ratios
                 for _ in range(3):
-                    distances = (ratios * ratios).sum(1, keepdim=True) - 2 * ratios @ centres.t() + (centres * centres).sum(1)[None, :]
-                    assignment = distances.argmin(1)
+                    # Nearest centre: argmin_g |c_g|^2 - 2 r . c_g (|r|^2 is the same for every g), one GEMM.
+                    assignment = torch.addmm((centres * centres).sum(1)[None, :], ratios, centres.t(), alpha=-2).argmin(1)
                     weight_G = torch.zeros(G, dtype=dtype, device=ratios.device).index_add_(0, assignment, pi)
-                    sums_G_K = torch.zeros(G, ratios.shape[1], dtype=dtype, device=ratios.device).index_add_(0, assignment, pi[:, None] * ratios)
+                    sums_G_K = torch.zeros(G, ratios.shape[1], dtype=dtype, device=ratios.device).index_add_(0, assignment, weighted)
                     used = weight_G > 0
                     centres = torch.where(used[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(dtype).tiny)[:, None], centres)
                 assignment = (used.cumsum(0) - 1)[assignment]  # ids of the groups kept, 0..G'-1
@@ -226,15 +238,28 @@ class _JointProbabilities:
     def _spread_seeds(ratios_M_K: torch.Tensor, pi_M: torch.Tensor, G: int) -> torch.Tensor:
         """G configurations to start k-means from: the most probable, then greedily the one of
         largest pi_m d(m, nearest seed)^2 (the configuration adding most to the weighted k-means
-        objective, which is what the grouped bound's looseness grows with)."""
-        norms_M = (ratios_M_K * ratios_M_K).sum(1)
-        seeds = [int(pi_M.argmax())]
-        nearest_M = torch.full_like(pi_M, float("inf"))
-        for _ in range(1, G):
+        objective, which is what the grouped bound's looseness grows with). With more than
+        SEED_SAMPLE G configurations the greedy runs on a systematic pi-weighted sample of
+        SEED_SAMPLE G of them (deterministic; every configuration of probability above
+        1 / (SEED_SAMPLE G) is in it), each weighted by how often it was drawn."""
+        M = len(pi_M)
+        if M > SEED_SAMPLE * G:
+            quantiles = (torch.arange(SEED_SAMPLE * G, dtype=torch.float64, device=pi_M.device) + 0.5) / (SEED_SAMPLE * G)
+            cumulative = pi_M.double().cumsum(0)
+            drawn = torch.searchsorted(cumulative / cumulative[-1], quantiles).clamp_(max=M - 1)
+            candidates, weights = torch.unique(drawn, return_counts=True)
+            weights = weights.to(pi_M.dtype)
+        else:
+            candidates, weights = torch.arange(M, device=pi_M.device), pi_M
+        points = ratios_M_K[candidates]
+        norms = (points * points).sum(1)
+        seeds = [int(weights.argmax())]
+        nearest = torch.full_like(weights, float("inf"))
+        for _ in range(1, min(G, len(candidates))):
             c = seeds[-1]
-            torch.minimum(nearest_M, (norms_M + norms_M[c] - 2 * (ratios_M_K @ ratios_M_K[c])).clamp_(min=0), out=nearest_M)
-            seeds.append(int((pi_M * nearest_M).argmax()))
-        return torch.tensor(seeds, device=ratios_M_K.device)
+            torch.minimum(nearest, (norms + norms[c] - 2 * (points @ points[c])).clamp_(min=0), out=nearest)
+            seeds.append(int((weights * nearest).argmax()))
+        return candidates[torch.tensor(seeds, device=pi_M.device)]
 
     def _split(self, assignment_M: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every group of ``assignment_M`` split in up to REFINE_FACTOR sub-groups by two k-means
@@ -245,6 +270,7 @@ class _JointProbabilities:
         s = REFINE_FACTOR
         G = int(assignment_M.max()) + 1
         positions = torch.arange(M, device=ratios.device)
+        weighted = pi[:, None] * ratios
         centres_G_s_K = torch.zeros(G, s, K, dtype=dtype, device=ratios.device)
         valid_G_s = torch.zeros(G, s, dtype=torch.bool, device=ratios.device)
         nearest_M = torch.full((M,), float("inf"), dtype=dtype, device=ratios.device)
@@ -267,13 +293,15 @@ class _JointProbabilities:
         chunk = max(1, 2**22 // (s * K))
         for _ in range(2):
             sub_M = torch.empty(M, dtype=torch.long, device=ratios.device)
+            norms_G_s = (centres_G_s_K * centres_G_s_K).sum(2).masked_fill_(~valid_G_s, float("inf"))
             for i in range(0, M, chunk):
                 g = assignment_M[i : i + chunk]
-                d = ((centres_G_s_K[g] - ratios[i : i + chunk, None, :]) ** 2).sum(2)
-                sub_M[i : i + chunk] = d.masked_fill_(~valid_G_s[g], float("inf")).argmin(1)
+                # argmin_j |c_j|^2 - 2 r . c_j over the group's own sub-centres
+                dots = torch.bmm(centres_G_s_K[g], ratios[i : i + chunk, :, None])[:, :, 0]
+                sub_M[i : i + chunk] = (norms_G_s[g] - 2 * dots).argmin(1)
             ids = assignment_M * s + sub_M
             weight = torch.zeros(G * s, dtype=dtype, device=ratios.device).index_add_(0, ids, pi)
-            sums = torch.zeros(G * s, K, dtype=dtype, device=ratios.device).index_add_(0, ids, pi[:, None] * ratios)
+            sums = torch.zeros(G * s, K, dtype=dtype, device=ratios.device).index_add_(0, ids, weighted)
             used = weight > 0
             centres_G_s_K = torch.where(used[:, None], sums / weight.clamp(min=torch.finfo(dtype).tiny)[:, None],
                                         centres_G_s_K.view(G * s, K)).view(G, s, K)
@@ -285,7 +313,8 @@ class _JointProbabilities:
         """H(y_x | y_S) = sum_m pi_m h_m(x) for each candidate x of the block, in the dtype of
         ``probs_b_K_C`` (float64 result); with ``groups``, the grouped upper bound instead."""
         b, K, C = probs_b_K_C.shape
-        return self.conditional_entropies_of(probs_b_K_C.permute(1, 0, 2).reshape(K, b * C), C, workspace, groups, level)
+        floored = probs_b_K_C.clamp(min=PROBABILITY_FLOOR)
+        return self.conditional_entropies_of(floored.permute(1, 0, 2).reshape(K, b * C), C, workspace, groups, level)
 
     def _operands(self, dtype: torch.dtype, groups: Optional[int], level: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(R / K, pi) in ``dtype``, of the configurations or of their groups."""
@@ -298,7 +327,9 @@ class _JointProbabilities:
     def conditional_entropies_of(self, probs_K_bC: torch.Tensor, C: int, workspace: torch.Tensor | None = None,
                                  groups: Optional[int] = None, level: int = 0) -> torch.Tensor:
         """As ``conditional_entropies``, for candidates given as one K x (b*C) matrix (any row
-        stride: a block of a K x N x C array is a view). ``workspace``: optional flat buffer of at
+        stride: a block of a K x N x C array is a view) of probabilities at least
+        PROBABILITY_FLOOR, so that every r_mc, a convex combination of them, is positive and
+        its log finite. ``workspace``: optional flat buffer of at
         least 2 * M * b * C elements of that dtype, reused so the large intermediates are not
         allocated (and page-faulted) at every block."""
         dtype = probs_K_bC.dtype
@@ -310,9 +341,7 @@ class _JointProbabilities:
         r_M_bC = workspace[:size].view(M, bC)
         log_M_bC = workspace[size : 2 * size].view(M, bC)
         torch.matmul(scaled_M_K, probs_K_bC, out=r_M_bC)  # r_mc = (1/K) sum_k R[m, k] p(y_x = c | w_k)
-        # r log r with 0 log 0 = 0: log of max(r, tiny) is finite, times r = 0 gives 0.
-        torch.clamp(r_M_bC, min=torch.finfo(dtype).tiny, out=log_M_bC)
-        log_M_bC.log_()
+        torch.log(r_M_bC, out=log_M_bC)
         log_M_bC *= r_M_bC
         return -(pi_M @ log_M_bC).view(bC // C, C).sum(1).double()
 
@@ -365,7 +394,7 @@ def batchbald(
     def probs_of(indices, work_dtype: torch.dtype) -> torch.Tensor:
         """p(y | x, w_k) renormalised in the working precision: the chain rule needs sum_c p = 1."""
         probs = log_probs_N_K_C[indices].to(work_dtype).exp()
-        return probs.div_(probs.sum(-1, keepdim=True))
+        return probs.div_(probs.sum(-1, keepdim=True)).clamp_(min=PROBABILITY_FLOOR)
 
     gemm_flops = 0
     # The screening precision's probabilities for the whole pool, laid out K x N x C so that a
@@ -458,7 +487,7 @@ def batchbald(
                         best_fresh = evaluate_leaders()
                         candidates_N = available_N & ~fresh_N & (bound_N > best_fresh)
                         count = int(candidates_N.sum())
-                        if count <= 16 or (level > 0 and 4 * groups * REFINE_FACTOR**level > joint.M):
+                        if count <= 16 or (level > 0 and (count <= REFINE_MIN_CANDIDATES or 4 * groups * REFINE_FACTOR**level > joint.M)):
                             break
                         if count > N // 2:  # the whole pool in order: blocks are views, no gather
                             torch.minimum(bound_N, gains_of(None, torch.float32, groups, level) + SCREEN_TOLERANCE, out=bound_N)
