@@ -58,7 +58,7 @@ def embeddings(log_probs_N_1_C, h_N_D):
 
 
 def materialised_kmeans_pp(G, b, generator, naive=False):
-    norms = (G * G).sum(1).double()
+    norms = torch.einsum("nd,nd->n", G, G).double()  # no N x C*D temporary
     picks = [int(norms.argmax())]
     dist = torch.full_like(norms, float("inf"))
     for _ in range(1, b):

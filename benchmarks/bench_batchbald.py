@@ -75,8 +75,9 @@ def gemm_peak_gflops(seconds: float = 2.0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", choices=["synthetic", "mnist"], default="synthetic")
-    parser.add_argument("--sizes", default="2000,10000,60000,1000000",
-                        help="comma-separated N; the first is compared with the reference (mnist: at most 58,976)")
+    parser.add_argument("--sizes", default="2000,10000,60000,1000000:20",
+                        help="comma-separated N or N:K (K for that size only); the first is compared with the reference "
+                        "(mnist: at most 58,976)")
     parser.add_argument("--K", type=int, default=100)
     parser.add_argument("--C", type=int, default=10)
     parser.add_argument("--b", type=int, default=10)
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [(int(s.partition(":")[0]), int(s.partition(":")[2] or args.K)) for s in args.sizes.split(",")]
     K, C = args.K, args.C
     peak = gemm_peak_gflops()
     lines = [
@@ -95,7 +96,7 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     record = {"inputs": args.inputs, "K": K, "C": C, "b": args.b, "num_samples": args.num_samples, "gemm_peak_gflops": peak, "sizes": {}}
-    mnist = mnist_log_probs(max(sizes), K) if args.inputs == "mnist" else None
+    mnist = mnist_log_probs(max(N for N, _ in sizes), K) if args.inputs == "mnist" else None
     tmp = tempfile.mkdtemp()
 
     def select(lp, lazy=True):
@@ -104,14 +105,14 @@ def main() -> None:
             return batchal.select("batchbald", args.b, log_probs_N_K_C=lp, seed=0, num_samples=args.num_samples, lazy=lazy)
 
     timings = []
-    for n_index, N in enumerate(sizes):
+    for n_index, (N, K) in enumerate(sizes):
         if mnist is not None:
-            lp = mnist[:N]
+            lp = mnist[:N, :K]
         else:
             lp = synthetic_inputs(N, K, C, tmp if N > 100_000 else None)
             if N <= 100_000:
                 lp = lp.double()
-        entry = record["sizes"][N] = {}
+        entry = record["sizes"][f"{N}:{K}"] = {}
         before = memory_mib().get("RssAnon", 0.0)
         with AnonPeak() as anon:
             start = time.perf_counter()
@@ -122,7 +123,7 @@ def main() -> None:
         entry["batchal lazy greedy"] = {"seconds": seconds, "indices": sel.indices.tolist(), "scores": sel.scores.tolist(),
                                         "peak_anonymous_mib": anon.peak - before, "gflops": gflops, **sel.info}
         lines.append(
-            f"N={N:>9,}  batchal lazy greedy {seconds:8.2f} s  peak memory +{max(anon.peak - before, 0):5.0f} MiB  "
+            f"N={N:>9,} K={K:<3}  batchal lazy greedy {seconds:8.2f} s  peak memory +{max(anon.peak - before, 0):5.0f} MiB  "
             f"evaluations {sel.info['evaluations']:>8,}  grouped bounds {sel.info['bound_evaluations']:>9,}  "
             f"{gflops:5.1f} GFLOP/s ({100 * gflops / peak:.0f}% of peak)  batch information {float(sel.scores[-1]):.3f} nats")
         print(lines[-1], flush=True)
@@ -152,9 +153,10 @@ def main() -> None:
                     f"reference {float(batch.scores[-1]):.3f} nats (each its own estimate)")
                 print(lines[-1], flush=True)
         del lp
-    if len(timings) > 1:
-        (n0, t0), (n1, t1) = timings[0], timings[-1]
-        lines.append(f"growth exponent from N={n0:,} to N={n1:,}: {math.log(t1 / t0) / math.log(n1 / n0):.2f} (time ~ N^exponent)")
+    same_K = [(N, t) for (N, k), (_, t) in zip(sizes, timings) if k == args.K]
+    if len(same_K) > 1:
+        (n0, t0), (n1, t1) = same_K[0], same_K[-1]
+        lines.append(f"growth exponent at K={args.K} from N={n0:,} to N={n1:,}: {math.log(t1 / t0) / math.log(n1 / n0):.2f} (time ~ N^exponent)")
         print(lines[-1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

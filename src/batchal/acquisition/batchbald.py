@@ -36,12 +36,21 @@ both); it usually re-evaluates a small fraction of the pool.
 Grouped-configuration bounds: h is concave, so merging configurations into G groups (pi_g =
 sum of their pi_m, ratio_g the pi-weighted mean of their R rows) can only raise
 sum_m pi_m h_m(x): the grouped value is an upper bound on H(y_x | y_S), exact or estimated
-alike. With G (``bound_groups``, 256) groups found by a few k-means steps on the rows of R
-(configurations that leave similar posteriors over w), the bound costs G/M of an evaluation;
-at every pick it is computed for the whole pool (in float32, plus SCREEN_TOLERANCE) and caps
-the stale bounds. Lazy greedy then re-evaluates only candidates whose grouped bound still beats
-the best fresh gain, and returns the same picks as plain greedy (tested), because every bound
-it uses is an upper bound on the value plain greedy computes.
+alike, and splitting a group can only lower it again. The groups come from a few weighted
+k-means steps on the rows of R (configurations that leave similar posteriors over w), seeded by
+weighted farthest-first (the most probable configuration, then the one of largest
+pi_m d(m, nearest seed)^2): near the ceiling every configuration's posterior sits on one or a
+few masks, and seeds that miss a mask merge its configurations with others' and loosen the
+bound by far more than the gains being compared (0.12 nats against 0.005 with these seeds, on
+MNIST predictions). At every pick, lazy greedy first evaluates the 16 candidates of highest
+bound; their best gain bounds the winner's from below, so only candidates whose bound beats it
+get the grouped bound (G = ``bound_groups``, 256, at most M / 4; it costs G / M of an
+evaluation); then, level by level while more than 256 remain and a level costs at most a
+quarter of an evaluation, the survivors get the bound of a refinement that splits every group
+in four (a finer partition, so a tighter bound). Lazy greedy then re-evaluates, in order of
+bound, only candidates whose bound still beats the best fresh gain; it returns the same picks
+as plain greedy (tested), because every bound it uses is an upper bound on the value plain
+greedy computes.
 
 Near the ceiling: I(y_S, y_x; w) <= H(w) = log K, so no candidate can add more than
 log K - I(y_S; w). Once the best fresh gain comes within ``tie_tolerance`` of that cap, every
@@ -54,6 +63,11 @@ Float32 screening: with float64 requested, candidate gains are first computed in
 (about 2.5x cheaper), and every candidate whose float32 gain is within 2 * SCREEN_TOLERANCE of
 the best is re-evaluated in float64; the pick is the float64 argmax, so the picks and scores
 are those of the float64 computation (float32's error is far below the tolerance; tested).
+
+Candidate products: the pool's probabilities are laid out K x N x C once (in the screening
+precision), so a block of b candidates is a K x (b*C) view and one (M x K) @ (K x b*C) GEMM
+gives every r_mc; probabilities are floored at 1e-30, which makes every r_mc positive and
+r log r one log and one multiply with no clamp.
 
 Memory: besides the input, O(N) for the gains, O(M K) for P and at most ``memory_bytes``
 (default 256 MiB) for the block of candidate joint probabilities (two M x b*C buffers),
@@ -371,8 +385,8 @@ def batchbald(
     within 2 * SCREEN_TOLERANCE of the best): the picks and scores are the float64 ones.
     tie_tolerance: lazy greedy stops once log K - I(y_S; w), the most any candidate can add,
     is within this of the best fresh gain (nats; 0 turns the rule off).
-    bound_groups: G for the grouped upper bounds computed for the whole pool at every pick once
-    the chosen set has more than 4 G configurations (None: stale bounds only).
+    bound_groups: G for the grouped upper bounds (at most M / 4 groups of the M configurations;
+    refined level by level for the candidates that survive; None: stale bounds only).
     ``progress(done, total)`` is called after every pick.
     """
     N, K, C = log_probs_N_K_C.shape
