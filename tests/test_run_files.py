@@ -135,3 +135,25 @@ def test_budget_grows_on_a_finished_run_and_equals_an_uninterrupted_run(finished
     assert without_seconds(read_results(folder / "results.jsonl")) == without_seconds(straight)
     with pytest.raises(ValueError, match="only --budget may grow"):
         run_experiment(fast_config(budget=25), folder)
+
+
+def test_a_second_process_on_a_running_experiment_is_refused(tmp_path):
+    """Two writers on one run folder would interleave rows: while one holds the folder's lock
+    (another process, here another open file description), run_experiment refuses at once,
+    naming the holder's pid; once released, the run goes ahead."""
+    import fcntl
+
+    from batchal.experiment import LOCK_NAME, ExperimentConfig, RunFileError, run_experiment
+
+    config = ExperimentConfig(dataset="digits", strategy="random", acquisition_size=5, initial_size=10, budget=15, seed=0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / LOCK_NAME, "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242")
+        holder.flush()
+        with pytest.raises(RunFileError, match=r"another process \(pid 4242\) is running this experiment"):
+            run_experiment(config, run_dir)
+        assert not (run_dir / "results.jsonl").exists()
+    rows = run_experiment(config, run_dir)
+    assert rows[-1]["labelled"] == 15

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -180,6 +181,37 @@ class RunFileError(ValueError):
     """A run folder's ``config.json`` or ``results.jsonl`` is damaged or does not match its run."""
 
 
+#: The file a running experiment holds an exclusive lock on, inside its run folder.
+LOCK_NAME = ".batchal-lock"
+
+
+@contextmanager
+def _exclusive(run_dir: Path):
+    """Hold an exclusive lock on the run folder for as long as the experiment runs, so that a
+    second process started on the same folder (a second `batchal run`, a study started twice)
+    is refused at once instead of interleaving rows with the first. The lock is the operating
+    system's (flock): it goes with the process, so a killed run leaves nothing to clean up. On
+    systems without fcntl (Windows) runs are not locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(run_dir / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip()
+            raise RunFileError(f"{run_dir}: another process{f' (pid {owner})' if owner.isdigit() else ''} is running this "
+                               "experiment; wait for it to finish or stop it, then run again to resume") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
 #: Keys every results row has, with the type each holds.
 _ROW_KEYS = {"round": int, "labelled": int, "test_accuracy": (int, float), "acquired": list, "acquired_labels": list}
 
@@ -325,9 +357,15 @@ def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
 
 
 def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Optional[Dataset] = None, progress: Optional[Progress] = None) -> list[dict]:
-    """Run (or resume) one active-learning experiment; returns every round's row."""
+    """Run (or resume) one active-learning experiment; returns every round's row. A second
+    process on the same ``run_dir`` while this one runs gets a RunFileError."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(run_dir):
+        return _run_experiment(config, run_dir, data, progress)
+
+
+def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Dataset], progress: Optional[Progress]) -> list[dict]:
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std)
     config = config.resolved(data)
