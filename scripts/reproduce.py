@@ -14,7 +14,11 @@ results/README.md next to every deviation from the papers):
                   (a)'s runs reused), each new run resumable like the rest.
 
 Every run appends to its own results.jsonl, so stopping and rerunning the same command
-continues where it stopped. The report goes to OUT/STUDY/report/.
+continues where it stopped. The same command started in several processes shares the work:
+a run in progress is locked, and the other processes skip it and go on with the next one
+(on 2 cores: two processes with OMP_NUM_THREADS=1). The report goes to OUT/STUDY/report/
+(written by each process when it reaches the end of the list; rerun with --report-only once
+all have finished).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from pathlib import Path
 
 from batchal.data import load_dataset
-from batchal.experiment import ExperimentConfig, run_experiment
+from batchal.experiment import ExperimentConfig, RunInUseError, run_experiment
 from batchal.report import write_report
 from batchal.training import TrainConfig
 
@@ -126,7 +130,14 @@ def main() -> None:
                 cache[key] = load_dataset(config.dataset, args.data_dir, copies=config.copies)
             run_dir = root / "runs" / config.dataset / run_name(config)
             start = time.time()
-            rows = run_experiment(config, run_dir, data=cache[key])
+            try:
+                rows = run_experiment(config, run_dir, data=cache[key])
+            except RunInUseError:
+                # Another worker on the same study holds this run: go on with the next one, so
+                # that the same command started twice (or on two machines sharing the folder)
+                # splits the runs between them.
+                print(f"[{n}/{len(configs)}] {run_dir}: running in another process, skipped", flush=True)
+                continue
             print(f"[{n}/{len(configs)}] {run_dir}: {len(rows)} rounds, final accuracy {rows[-1]['test_accuracy']:.4f} "
                   f"({time.time() - start:.0f} s this call)", flush=True)
     thresholds = [0.9, 0.95] if "mnist" in args.study else [0.6, 0.7, 0.8]

@@ -143,7 +143,7 @@ def test_a_second_process_on_a_running_experiment_is_refused(tmp_path):
     naming the holder's pid; once released, the run goes ahead."""
     import fcntl
 
-    from batchal.experiment import LOCK_NAME, ExperimentConfig, RunFileError, run_experiment
+    from batchal.experiment import LOCK_NAME, ExperimentConfig, RunInUseError, run_experiment
 
     config = ExperimentConfig(dataset="digits", strategy="random", acquisition_size=5, initial_size=10, budget=15, seed=0)
     run_dir = tmp_path / "run"
@@ -152,7 +152,7 @@ def test_a_second_process_on_a_running_experiment_is_refused(tmp_path):
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder.write("4242")
         holder.flush()
-        with pytest.raises(RunFileError, match=r"another process \(pid 4242\) is running this experiment"):
+        with pytest.raises(RunInUseError, match=r"another process \(pid 4242\) is running this experiment"):
             run_experiment(config, run_dir)
         assert not (run_dir / "results.jsonl").exists()
     rows = run_experiment(config, run_dir)

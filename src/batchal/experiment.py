@@ -181,6 +181,10 @@ class RunFileError(ValueError):
     """A run folder's ``config.json`` or ``results.jsonl`` is damaged or does not match its run."""
 
 
+class RunInUseError(RunFileError):
+    """Another process is running the experiment in this run folder right now."""
+
+
 #: The file a running experiment holds an exclusive lock on, inside its run folder.
 LOCK_NAME = ".batchal-lock"
 
@@ -203,7 +207,7 @@ def _exclusive(run_dir: Path):
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip()
-            raise RunFileError(f"{run_dir}: another process{f' (pid {owner})' if owner.isdigit() else ''} is running this "
+            raise RunInUseError(f"{run_dir}: another process{f' (pid {owner})' if owner.isdigit() else ''} is running this "
                                "experiment; wait for it to finish or stop it, then run again to resume") from None
         handle.seek(0)
         handle.truncate()
