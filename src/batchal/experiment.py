@@ -457,12 +457,12 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
                 options["num_samples"] = config.num_samples
                 if config.prefilter is not None:  # raised to the last round's smaller batch if need be
                     options["prefilter"] = max(config.prefilter, batch_size)
-            if "labelled_embeddings" in spec.options:
-                options["labelled_embeddings"] = inputs.pop("labelled_embeddings")
+            for name in ("labelled_embeddings", "labelled_log_probs"):
+                if name in spec.options:
+                    options[name] = inputs.pop(name)
             # Selection runs where the model ran (predictions come back on the CPU).
             inputs = {name: value.to(device) for name, value in inputs.items()}
-            if options.get("labelled_embeddings") is not None:
-                options["labelled_embeddings"] = options["labelled_embeddings"].to(device)
+            options = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in options.items()}
             selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)
             select_seconds = time.perf_counter() - start
             # Pool positions -> dataset indices before anything is labelled.
@@ -545,10 +545,11 @@ def _score_pool(models, data: Dataset, candidates: torch.Tensor, labelled: torch
         if spec.needs_log_probs:
             inputs["log_probs_N_K_C"] = log_probs_1
         if "labelled_embeddings" in spec.options:
-            inputs["labelled_embeddings"] = (
-                predict_embeddings(model, data.train_x[labelled], config.eval_batch_size, device=config.device)[0]
-                if len(labelled) else None
-            )
+            labelled_features = (predict_embeddings(model, data.train_x[labelled], config.eval_batch_size, device=config.device)
+                                 if len(labelled) else (None, None))
+            inputs["labelled_embeddings"] = labelled_features[0]
+            if "labelled_log_probs" in spec.options:  # BAIT's labelled Fisher
+                inputs["labelled_log_probs"] = labelled_features[1]
         if config.posterior == "ensemble" and spec.needs_log_probs:  # BADGE's p: the members' averaged prediction
             inputs["log_probs_N_K_C"] = ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)
     elif spec.needs_log_probs and config.posterior == "ensemble":

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from batchal.acquisition import badge as _badge
+from batchal.acquisition import bait as _bait
 from batchal.acquisition import batchbald as _bb
 from batchal.acquisition import clustering as _clustering
 from batchal.acquisition import coreset as _coreset
@@ -293,6 +294,30 @@ def _check_labelled_embeddings(value):
     return check_embeddings(value, name="labelled_embeddings")
 
 
+def _check_labelled_log_probs(value):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[0] == 0:
+        return value
+    return check_log_probs(value, name="labelled_log_probs")
+
+
+def _bait_run(inputs: Inputs, labelled_embeddings=None, labelled_log_probs=None, lamb: float = 1.0, oversample: int = 2):
+    if (labelled_embeddings is None) != (labelled_log_probs is None):
+        raise ValueError("BAIT's labelled Fisher needs both labelled_embeddings and labelled_log_probs (or neither)")
+    probs_N_C = inputs.log_probs_N_K_C.double().exp().mean(1)
+    labelled_probs = None
+    if labelled_log_probs is not None:
+        if len(labelled_log_probs) != len(labelled_embeddings):
+            raise ValueError(f"labelled_log_probs has {len(labelled_log_probs)} points but labelled_embeddings has {len(labelled_embeddings)}")
+        if labelled_log_probs.shape[2] != probs_N_C.shape[1] or labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
+            raise ValueError("labelled_log_probs and labelled_embeddings must have the pool's C classes and D features")
+        labelled_probs = labelled_log_probs.double().exp().mean(1)
+    indices, gains = _bait.bait(probs_N_C, inputs.embeddings_N_D, inputs.batch_size, labelled_probs, labelled_embeddings,
+                                lamb=lamb, oversample=oversample)
+    return indices, gains, {}
+
+
 def _kdpp_run(inputs: Inputs, steps=None):
     embeddings = _badge.gradient_embeddings(inputs.log_probs_N_K_C, inputs.embeddings_N_D)
     indices, picked = _kdpp.sample_kdpp(embeddings, inputs.batch_size, inputs.generator, steps=steps)
@@ -418,6 +443,14 @@ register(Strategy(
     "(1 / mean distance to its k = 20 nearest neighbours) of each of the b largest clusters without a labelled point. "
     "Score: the pick's typicality.",
     options={"labelled_embeddings": _check_labelled_embeddings, "neighbours": lambda v: check_positive_int(v, "neighbours")},
+))
+register(Strategy(
+    "bait", _bait_run, needs_log_probs=True, needs_embeddings=True,
+    summary="BAIT (Ash et al. 2021): minimises tr((M + lamb I)^-1 F) with last-layer Fisher information "
+    "(diag(p) - p p^T) kron h h^T, F over the pool, M over the labelled set (labelled_embeddings and labelled_log_probs) "
+    "and the batch; oversample * b forward greedy picks, then backward pruning to b. Score: the pick's forward decrease.",
+    options={"labelled_embeddings": _check_labelled_embeddings, "labelled_log_probs": _check_labelled_log_probs,
+             "lamb": lambda v: check_positive_float(v, "lamb"), "oversample": lambda v: check_positive_int(v, "oversample")},
 ))
 register(Strategy(
     "kdpp", _kdpp_run, needs_log_probs=True, needs_embeddings=True,
