@@ -142,11 +142,11 @@ REFINE_FACTOR = 4
 SCREEN_TOLERANCE = 1e-3
 
 
-def _distinct_rows(labels_M_n: torch.Tensor, K_C: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.unique(labels_M_n, dim=0, return_counts=True), in the same (lexicographic) order,
-    through one int64 key per row while C^n fits (a 1-D unique is several times faster)."""
-    M, n = labels_M_n.shape
-    C = K_C[1]
+def _distinct_rows(labels_M_n: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(labels_M_n, dim=0, return_counts=True) for labels in 0..C-1, in the same
+    (lexicographic) order, through one int64 key per row while C^n fits (a 1-D unique is
+    several times faster)."""
+    n = labels_M_n.shape[1]
     if C**n >= 2**62:
         return torch.unique(labels_M_n, dim=0, return_counts=True)
     powers_n = C ** torch.arange(n - 1, -1, -1, dtype=torch.int64)
@@ -208,7 +208,7 @@ class _JointProbabilities:
         else:
             new_M = self._draw_labels(probs_K_C, self.num_samples // K)
             self.labels_M_n = torch.cat([self.labels_M_n, new_M[:, None]], dim=1)
-        distinct_U_n, counts_U = _distinct_rows(self.labels_M_n, K_C=probs_K_C.shape)
+        distinct_U_n, counts_U = _distinct_rows(self.labels_M_n, C)
         log_probs_U_K = torch.zeros(distinct_U_n.shape[0], K, dtype=probs_K_C.dtype, device=probs_K_C.device)
         for i, chosen_K_C in enumerate(self.chosen_probs):
             log_probs_U_K += chosen_K_C.log().t()[distinct_U_n[:, i].to(probs_K_C.device)]

@@ -286,20 +286,21 @@ def _coreset_run(inputs: Inputs, labelled_embeddings=None):
     return indices, picked, {}
 
 
-def _check_labelled_embeddings(value):
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[0] == 0:
-        return value
-    return check_embeddings(value, name="labelled_embeddings")
+def _optional_labelled(check: Callable, dims: int, name: str) -> Callable:
+    """A checker for an optional input about the labelled set: None, an empty set, or ``check``ed."""
+
+    def checker(value):
+        if value is None:
+            return None
+        if isinstance(value, torch.Tensor) and value.dim() == dims and value.shape[0] == 0:
+            return value
+        return check(value, name=name)
+
+    return checker
 
 
-def _check_labelled_log_probs(value):
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[0] == 0:
-        return value
-    return check_log_probs(value, name="labelled_log_probs")
+_check_labelled_embeddings = _optional_labelled(check_embeddings, 2, "labelled_embeddings")
+_check_labelled_log_probs = _optional_labelled(check_log_probs, 3, "labelled_log_probs")
 
 
 def _bait_run(inputs: Inputs, labelled_embeddings=None, labelled_log_probs=None, lamb: float = 1.0, oversample: int = 2):
