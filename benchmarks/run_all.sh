@@ -10,3 +10,4 @@ python benchmarks/bench_batchbald_scale.py --sizes 20000 --K 20 --name batchbald
 python benchmarks/bench_batchbald_scale.py --sizes 20000 --K 20 --bound-groups 0 --name batchbald_scale_nogroups
 python benchmarks/bench_ceiling.py
 python benchmarks/bench_distributed.py
+python benchmarks/bench_bait.py
