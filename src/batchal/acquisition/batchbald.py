@@ -41,8 +41,7 @@ k-means steps on the rows of R (configurations that leave similar posteriors ove
 weighted farthest-first (the most probable configuration, then the one of largest
 pi_m d(m, nearest seed)^2): near the ceiling every configuration's posterior sits on one or a
 few masks, and seeds that miss a mask merge its configurations with others' and loosen the
-bound by far more than the gains being compared (0.12 nats against 0.005 with these seeds, on
-MNIST predictions). At every pick, lazy greedy first evaluates the 16 candidates of highest
+bound by far more than the differences between the gains being compared. At every pick, lazy greedy first evaluates the 16 candidates of highest
 bound; their best gain bounds the winner's from below, so only candidates whose bound beats it
 get the grouped bound (G = ``bound_groups``, 256, at most M / 4; it costs G / M of an
 evaluation); then, level by level while more than 256 remain and a level costs at most a
