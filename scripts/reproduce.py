@@ -1,6 +1,6 @@
 """Reproduce the papers' experiments with batchal, resumably, and write their reports.
 
-Usage: python scripts/reproduce.py STUDY [--data-dir ../shared/data] [--out results] [--seeds 0,1,2] [--report-only]
+Usage: python scripts/reproduce.py STUDY [--data-dir ../shared/data] [--out results] [--seeds 0,1,2] [--workers 2] [--report-only]
 
 Studies (each a list of `batchal run` configurations; the CPU protocol is stated in
 results/README.md next to every deviation from the papers):
@@ -14,16 +14,18 @@ results/README.md next to every deviation from the papers):
                   (a)'s runs reused), each new run resumable like the rest.
 
 Every run appends to its own results.jsonl, so stopping and rerunning the same command
-continues where it stopped. The same command started in several processes shares the work:
-a run in progress is locked, and the other processes skip it and go on with the next one
-(on 2 cores: two processes with OMP_NUM_THREADS=1). The report goes to OUT/STUDY/report/
-(written by each process when it reaches the end of the list; rerun with --report-only once
-all have finished).
+continues where it stopped. `--workers N` runs the study in N processes (each with
+cores / N threads) that share the runs: a run in progress is locked, the others skip it and go
+on with the next one; the same command started by hand in several shells does the same. The
+report goes to OUT/STUDY/report/ (with --workers, once every worker has finished; processes
+started by hand each write it when they reach the end of the list).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -111,9 +113,27 @@ def main() -> None:
     parser.add_argument("--out", default="results")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the study's, see DEFAULT_SEEDS)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE",
                         help="run only the configurations with this field value, e.g. acquisition_size=40 (repeatable)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run the study in this many processes sharing the runs, each with cores / workers threads "
+                        "(the report is written once all have finished)")
     args = parser.parse_args()
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be at least 1; got {args.workers}")
+    if args.workers > 1 and not args.report_only:
+        threads = str(max(1, (os.cpu_count() or 1) // args.workers))
+        child = [args.study, "--out", args.out, "--no-report"]
+        child += ["--data-dir", args.data_dir] if args.data_dir else []
+        child += ["--seeds", args.seeds] if args.seeds else []
+        child += [part for condition in args.only for part in ("--only", condition)]
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        workers = [subprocess.Popen([sys.executable, __file__, *child], env=env) for _ in range(args.workers)]
+        codes = [w.wait() for w in workers]
+        if any(codes):
+            raise SystemExit(f"a worker failed (exit codes {codes}); rerun the same command to resume")
+        args.report_only = True
     seeds = [int(s) for s in (args.seeds or DEFAULT_SEEDS.get(args.study, "0")).split(",")]
     root = Path(args.out) / args.study
     configs = study(args.study, seeds)
@@ -140,6 +160,8 @@ def main() -> None:
                 continue
             print(f"[{n}/{len(configs)}] {run_dir}: {len(rows)} rounds, final accuracy {rows[-1]['test_accuracy']:.4f} "
                   f"({time.time() - start:.0f} s this call)", flush=True)
+    if args.no_report:
+        return
     thresholds = [0.9, 0.95] if "mnist" in args.study else [0.6, 0.7, 0.8]
     sources = [root / "runs"]
     if not sources[0].exists():
