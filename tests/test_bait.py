@@ -105,3 +105,20 @@ def test_bait_runs_an_experiment_end_to_end(tmp_path):
     assert [row["labelled"] for row in rows] == [10, 15, 20]
     acquired = [i for row in rows for i in row["acquired"]]
     assert len(acquired) == len(set(acquired)) == 10
+
+
+@pytest.mark.parametrize("strategy", [s for s in batchal.strategies() if "labelled_embeddings" in batchal.acquisition.registry.get_strategy(s).options])
+def test_labelled_inputs_from_another_layer_or_model_are_refused_for_every_strategy(strategy):
+    """select checks the labelled set's features (and, where taken, log-probabilities) against the
+    pool's once, for every strategy that accepts them."""
+    log_probs, h, lab_lp, lab_h = problem()
+    spec = batchal.acquisition.registry.get_strategy(strategy)
+    extra = {"labelled_log_probs": lab_lp} if "labelled_log_probs" in spec.options else {}
+    with pytest.raises(ValueError, match=r"labelled_embeddings has D = 5 features but embeddings_N_D has D = 4"):
+        batchal.select(strategy, 2, log_probs_N_K_C=log_probs, embeddings_N_D=h,
+                       labelled_embeddings=torch.cat([lab_h, lab_h[:, :1]], 1), **extra)
+    if extra:
+        other_classes = torch.log_softmax(torch.zeros(len(lab_h), 1, 4, dtype=torch.float64), 2)
+        with pytest.raises(ValueError, match=r"labelled_log_probs has C = 4 classes but log_probs_N_K_C has C = 3"):
+            batchal.select(strategy, 2, log_probs_N_K_C=log_probs, embeddings_N_D=h, labelled_embeddings=lab_h,
+                           labelled_log_probs=other_classes)

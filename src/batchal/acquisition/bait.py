@@ -86,6 +86,7 @@ def bait(
             f"BAIT keeps three (C*D) x (C*D) matrices: C = {C} classes times D = {D} features gives {C * D} rows, "
             f"{(C * D) ** 2 * 8 / 2**30:.1f} GiB each in float64; use fewer features (a smaller penultimate layer)")
     probs, h = probs_N_C.double(), h_N_D.double()
+    labelled_h = None if labelled_h is None else labelled_h.double()
     # Features scaled to unit mean squared norm over the pool: the criterion is then the same
     # whatever the features' units (lamb is relative to the pool's typical Fisher information),
     # and large features cannot make I - V^T A V numerically singular.
@@ -93,7 +94,7 @@ def bait(
     if scale > 0:
         h = h / scale
         if labelled_h is not None:
-            labelled_h = labelled_h.double() / scale
+            labelled_h = labelled_h / scale
     U_N = fisher_factors(probs)
     CD = C * D
 
@@ -109,7 +110,7 @@ def bait(
     F = fisher_sum(U_N, h) / N
     M = lamb * torch.eye(CD, dtype=torch.float64, device=probs.device)
     if labelled_probs is not None and len(labelled_probs):
-        M += fisher_sum(fisher_factors(labelled_probs.double()), labelled_h.double())
+        M += fisher_sum(fisher_factors(labelled_probs.double()), labelled_h)
     A = torch.linalg.inv(M)
     B = A @ F @ A
     eye_C = torch.eye(C, dtype=torch.float64, device=probs.device)

@@ -146,6 +146,18 @@ def select(
             f"log_probs_N_K_C has N = {log_probs_N_K_C.shape[0]} points but embeddings_N_D has "
             f"N = {embeddings_N_D.shape[0]}; both must describe the same pool"
         )
+    # Inputs about the labelled set must come from the same layer and classes as the pool's.
+    labelled_embeddings, labelled_log_probs = checked.get("labelled_embeddings"), checked.get("labelled_log_probs")
+    if labelled_embeddings is not None and embeddings_N_D is not None and labelled_embeddings.shape[1] != embeddings_N_D.shape[1]:
+        raise ValueError(
+            f"labelled_embeddings has D = {labelled_embeddings.shape[1]} features but embeddings_N_D has "
+            f"D = {embeddings_N_D.shape[1]}; both must come from the same layer"
+        )
+    if labelled_log_probs is not None and log_probs_N_K_C is not None and labelled_log_probs.shape[2] != log_probs_N_K_C.shape[2]:
+        raise ValueError(
+            f"labelled_log_probs has C = {labelled_log_probs.shape[2]} classes but log_probs_N_K_C has "
+            f"C = {log_probs_N_K_C.shape[2]}; both must come from the same model"
+        )
     pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
     scale = embedding_scale(embeddings_N_D, checked.get("labelled_embeddings"))
     if scale != 1.0:
@@ -277,11 +289,6 @@ def _badge_run(inputs: Inputs):
 
 
 def _coreset_run(inputs: Inputs, labelled_embeddings=None):
-    if labelled_embeddings is not None and labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
-        raise ValueError(
-            f"labelled_embeddings has D = {labelled_embeddings.shape[1]} features but embeddings_N_D has "
-            f"D = {inputs.embeddings_N_D.shape[1]}; both must come from the same layer"
-        )
     indices, picked = _coreset.k_center_greedy(inputs.embeddings_N_D, inputs.batch_size, labelled_embeddings)
     return indices, picked, {}
 
@@ -311,8 +318,6 @@ def _bait_run(inputs: Inputs, labelled_embeddings=None, labelled_log_probs=None,
     if labelled_log_probs is not None:
         if len(labelled_log_probs) != len(labelled_embeddings):
             raise ValueError(f"labelled_log_probs has {len(labelled_log_probs)} points but labelled_embeddings has {len(labelled_embeddings)}")
-        if labelled_log_probs.shape[2] != probs_N_C.shape[1] or labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
-            raise ValueError("labelled_log_probs and labelled_embeddings must have the pool's C classes and D features")
         labelled_probs = labelled_log_probs.double().exp().mean(1)
     indices, gains = _bait.bait(probs_N_C, inputs.embeddings_N_D, inputs.batch_size, labelled_probs, labelled_embeddings,
                                 lamb=lamb, oversample=oversample)
@@ -362,8 +367,6 @@ def _cluster_margin_run(inputs: Inputs, margin_multiplier: float = 10.0):
 
 
 def _typiclust_run(inputs: Inputs, labelled_embeddings=None, neighbours: int = 20):
-    if labelled_embeddings is not None and labelled_embeddings.shape[1] != inputs.embeddings_N_D.shape[1]:
-        raise ValueError(f"labelled_embeddings has D = {labelled_embeddings.shape[1]} features but embeddings_N_D has D = {inputs.embeddings_N_D.shape[1]}")
     return (*_clustering.typiclust(inputs.embeddings_N_D, inputs.batch_size, inputs.generator, labelled_embeddings, neighbours), {})
 
 
