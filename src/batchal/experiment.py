@@ -362,7 +362,7 @@ def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
 
 def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Optional[Dataset] = None, progress: Optional[Progress] = None) -> list[dict]:
     """Run (or resume) one active-learning experiment; returns every round's row. A second
-    process on the same ``run_dir`` while this one runs gets a RunFileError."""
+    process on the same ``run_dir`` while this one runs gets a RunInUseError (a RunFileError)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(run_dir):

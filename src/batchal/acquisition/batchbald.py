@@ -153,6 +153,18 @@ def _distinct_rows(labels_M_n: torch.Tensor, C: int) -> tuple[torch.Tensor, torc
     return (keys_U[:, None] // powers_n) % C, counts_U
 
 
+def _group_means(ids_M: torch.Tensor, pi_M: torch.Tensor, weighted_M_K: torch.Tensor, previous_G_K: torch.Tensor):
+    """One k-means update, weighted by pi: each group's pi-weighted mean of its members' rows
+    (``weighted_M_K`` = pi_m R[m]) and its weight; a group with no member keeps its previous
+    centre. Returns (centres_G_K, weight_G, used_G)."""
+    G = previous_G_K.shape[0]
+    weight_G = torch.zeros(G, dtype=pi_M.dtype, device=pi_M.device).index_add_(0, ids_M, pi_M)
+    sums_G_K = torch.zeros_like(previous_G_K).index_add_(0, ids_M, weighted_M_K)
+    used_G = weight_G > 0
+    centres_G_K = torch.where(used_G[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(pi_M.dtype).tiny)[:, None], previous_G_K)
+    return centres_G_K, weight_G, used_G
+
+
 class _JointProbabilities:
     """The chosen set S as weighted configurations m: pi_m and R[m, k] = p(y_S = m | w_k) / p(y_S = m).
 
@@ -236,12 +248,9 @@ class _JointProbabilities:
                 for _ in range(3):
                     # Nearest centre: argmin_g |c_g|^2 - 2 r . c_g (|r|^2 is the same for every g), one GEMM.
                     assignment = torch.addmm((centres * centres).sum(1)[None, :], ratios, centres.t(), alpha=-2).argmin(1)
-                    weight_G = torch.zeros(G, dtype=dtype, device=ratios.device).index_add_(0, assignment, pi)
-                    sums_G_K = torch.zeros(G, ratios.shape[1], dtype=dtype, device=ratios.device).index_add_(0, assignment, weighted)
-                    used = weight_G > 0
-                    centres = torch.where(used[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(dtype).tiny)[:, None], centres)
+                    centres, weight_G, used = _group_means(assignment, pi, weighted, centres)
                 assignment = (used.cumsum(0) - 1)[assignment]  # ids of the groups kept, 0..G'-1
-                self._cast[key] = (sums_G_K[used] / weight_G[used][:, None], weight_G[used], assignment)
+                self._cast[key] = (centres[used], weight_G[used], assignment)
             else:
                 self.grouped(groups, dtype, level - 1)
                 self._cast[key] = self._split(*self._cast[("grouped", groups, dtype, level - 1)][2:], dtype)
@@ -260,7 +269,7 @@ class _JointProbabilities:
             quantiles = (torch.arange(SEED_SAMPLE * G, dtype=torch.float64, device=pi_M.device) + 0.5) / (SEED_SAMPLE * G)
             cumulative = pi_M.double().cumsum(0)
             drawn = torch.searchsorted(cumulative / cumulative[-1], quantiles).clamp_(max=M - 1)
-            candidates, weights = torch.unique(drawn, return_counts=True)
+            candidates, weights = torch.unique_consecutive(drawn, return_counts=True)  # drawn is sorted
             weights = weights.to(pi_M.dtype)
         else:
             candidates, weights = torch.arange(M, device=pi_M.device), pi_M
@@ -313,13 +322,9 @@ class _JointProbabilities:
                 dots = torch.bmm(centres_G_s_K[g], ratios[i : i + chunk, :, None])[:, :, 0]
                 sub_M[i : i + chunk] = (norms_G_s[g] - 2 * dots).argmin(1)
             ids = assignment_M * s + sub_M
-            weight = torch.zeros(G * s, dtype=dtype, device=ratios.device).index_add_(0, ids, pi)
-            sums = torch.zeros(G * s, K, dtype=dtype, device=ratios.device).index_add_(0, ids, weighted)
-            used = weight > 0
-            centres_G_s_K = torch.where(used[:, None], sums / weight.clamp(min=torch.finfo(dtype).tiny)[:, None],
-                                        centres_G_s_K.view(G * s, K)).view(G, s, K)
-            valid_G_s = used.view(G, s)
-        return sums[used] / weight[used][:, None], weight[used], (used.cumsum(0) - 1)[ids]
+            centres, weight, used = _group_means(ids, pi, weighted, centres_G_s_K.view(G * s, K))
+            centres_G_s_K, valid_G_s = centres.view(G, s, K), used.view(G, s)
+        return centres[used], weight[used], (used.cumsum(0) - 1)[ids]
 
     def conditional_entropies(self, probs_b_K_C: torch.Tensor, workspace: torch.Tensor | None = None, groups: Optional[int] = None,
                               level: int = 0) -> torch.Tensor:
