@@ -154,8 +154,7 @@ def main() -> None:
                 rows = run_experiment(config, run_dir, data=cache[key])
             except RunInUseError:
                 # Another worker on the same study holds this run: go on with the next one, so
-                # that the same command started twice (or on two machines sharing the folder)
-                # splits the runs between them.
+                # that the same command started twice splits the runs between them.
                 print(f"[{n}/{len(configs)}] {run_dir}: running in another process, skipped", flush=True)
                 continue
             print(f"[{n}/{len(configs)}] {run_dir}: {len(rows)} rounds, final accuracy {rows[-1]['test_accuracy']:.4f} "
