@@ -8,10 +8,18 @@ results/README.md next to every deviation from the papers):
   repeated-mnist  Repeated MNIST b=10: batchbald, bald, random, variation_ratios, mean_std.
   mnist-sweep     MNIST acquisition-size sweep: batchbald and bald at b = 5, 10, 40.
   badge-study     BADGE comparison on letter (MLP), fashion-mnist and digits, two batch sizes.
+  mnist-paper           The BatchBALD paper's own protocol (a GPU job): MNIST b=10, whole pool, K = 100
+                        for acquisition and test, batchbald, bald, random, 6 seeds, to 300 labels.
+  repeated-mnist-paper  Its Repeated MNIST: b=10, whole pool, K = 10, 40 epochs at most, 6 seeds, 300 labels.
+  mnist-sweep-paper     Its acquisition-size sweep on the whole pool: batchbald and bald at b = 5, 20, 40
+                        (2 seeds; b = 10 is mnist-paper's runs).
   new-strategies  EPIG, PowerEPIG, Cluster-Margin, TypiClust and BALD on a deep ensemble, against
                   BatchBALD, BALD, BADGE and random: letter b=25 (the BADGE study's protocol; its
                   runs of the older strategies are reused) and MNIST b=10 (the CPU protocol; study
                   (a)'s runs reused), each new run resumable like the rest.
+
+The paper-protocol studies take `--device cuda`; scripts/gpu_paper_protocol.sh runs them side by
+side on one GPU.
 
 Every run appends to its own results.jsonl, so stopping and rerunning the same command
 continues where it stopped. `--workers N` runs the study in N processes (each with
@@ -38,13 +46,17 @@ from batchal.training import TrainConfig
 # CPU protocol shared by the MNIST studies: the paper's model, training and counting, but a
 # random 5,000-point pool subsample per round and fewer MC samples (see results/README.md).
 MNIST_CPU = dict(pool_subsample=5_000, mc_samples=50, test_mc_samples=10, initial_size=20, budget=300)
+# The paper's protocol (REFERENCE.md section 5): the whole pool, K = 100 for acquisition and test.
+MNIST_PAPER = dict(pool_subsample=None, mc_samples=100, test_mc_samples=100, initial_size=20, budget=300)
 
 BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp", "margin", "entropy", "least_confidence", "random"]
 
 
 # Default seeds per study: the MNIST table and the BADGE study need several; on 2 CPU cores
 # the Repeated MNIST study and the sweep get one (results/README.md says so).
-DEFAULT_SEEDS = {"mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2"}
+DEFAULT_SEEDS = {"mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
+                 "mnist-paper": "0,1,2,3,4,5", "repeated-mnist-paper": "0,1,2,3,4,5", "mnist-sweep-paper": "0,1"}
+PAPER_STUDIES = ("mnist-paper", "repeated-mnist-paper", "mnist-sweep-paper")
 
 NEW_STRATEGIES = ["epig", "power_epig", "cluster_margin", "typiclust"]
 
@@ -52,7 +64,18 @@ NEW_STRATEGIES = ["epig", "power_epig", "cluster_margin", "typiclust"]
 BADGE_SETTINGS = [("digits", 20, (10, 25), 120, None), ("letter", 100, (25, 50), 300, 5_000), ("fashion-mnist", 100, (25, 50), 300, 5_000)]
 
 
-def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
+def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentConfig]:
+    if name == "mnist-paper":
+        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, device=device, **MNIST_PAPER)
+                for seed in seeds for s in ("batchbald", "bald", "random")]
+    if name == "repeated-mnist-paper":
+        return [ExperimentConfig(dataset="repeated-mnist", strategy=s, acquisition_size=10, seed=seed, device=device,
+                                 **{**MNIST_PAPER, "mc_samples": 10, "test_mc_samples": 10}, train=TrainConfig(max_epochs=40))
+                for seed in seeds for s in ("batchbald", "bald", "random")]
+    if name == "mnist-sweep-paper":
+        # b = 20 and 40 first: fewer rounds each, so the sweep's ends come back before b = 5.
+        return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=b, seed=seed, device=device, **MNIST_PAPER)
+                for b in (40, 20, 5) for seed in seeds for s in ("batchbald", "bald")]
     if name == "mnist":
         return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, **MNIST_CPU)
                 for seed in seeds for s in ("batchbald", "bald", "random")]
@@ -96,7 +119,8 @@ def study(name: str, seeds: list[int]) -> list[ExperimentConfig]:
         configs += [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, **MNIST_CPU)
                     for seed in seeds for s in NEW_STRATEGIES + ["badge"]]
         return configs
-    raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep, badge-study or new-strategies")
+    raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep, badge-study, new-strategies, "
+                     f"{', '.join(PAPER_STUDIES)}")
 
 
 def run_name(config: ExperimentConfig) -> str:
@@ -113,6 +137,7 @@ def main() -> None:
     parser.add_argument("--out", default="results")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the study's, see DEFAULT_SEEDS)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--device", default="cpu", help="where the runs train, score and select (cpu, cuda, cuda:N)")
     parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a worker of --workers
     parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE",
                         help="run only the configurations with this field value, e.g. acquisition_size=40 (repeatable)")
@@ -127,6 +152,7 @@ def main() -> None:
         child = [args.study, "--out", args.out, "--no-report"]
         child += ["--data-dir", args.data_dir] if args.data_dir else []
         child += ["--seeds", args.seeds] if args.seeds else []
+        child += ["--device", args.device]
         child += [part for condition in args.only for part in ("--only", condition)]
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         workers = [subprocess.Popen([sys.executable, __file__, *child], env=env) for _ in range(args.workers)]
@@ -136,7 +162,7 @@ def main() -> None:
         args.report_only = True
     seeds = [int(s) for s in (args.seeds or DEFAULT_SEEDS.get(args.study, "0")).split(",")]
     root = Path(args.out) / args.study
-    configs = study(args.study, seeds)
+    configs = study(args.study, seeds, args.device)
     for condition in args.only:
         field, _, value = condition.partition("=")
         configs = [c for c in configs if str(getattr(c, field, None)) == value]
@@ -167,6 +193,8 @@ def main() -> None:
         raise SystemExit(f"{sources[0]}: no runs yet; run the study first (without --report-only)")
     if args.study == "mnist-sweep" and (Path(args.out) / "mnist" / "runs").exists():
         sources.append(Path(args.out) / "mnist" / "runs")  # the b = 10 runs of study (a)
+    if args.study == "mnist-sweep-paper" and (Path(args.out) / "mnist-paper" / "runs").exists():
+        sources.append(Path(args.out) / "mnist-paper" / "runs")  # its b = 10 runs
     if args.study == "new-strategies":
         # The older strategies' runs under the same protocols: letter b = 25 from the BADGE study, MNIST from study (a).
         thresholds = [0.6, 0.7, 0.8, 0.9]
