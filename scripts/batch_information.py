@@ -1,6 +1,6 @@
 """How close BatchBALD's batches came to the mutual-information ceiling log K.
 
-Usage: python scripts/batch_information.py [RUNS_DIR ...] (default: the runs of studies a, b and c)
+Usage: python scripts/batch_information.py [RUNS_DIR ...] (default: the runs of studies a, b and c and of the paper-protocol studies)
 
 With K MC-dropout samples the estimated I(y_1..y_b; w) cannot exceed log K (the weights take
 K values). Each round's `scores` in results.jsonl is BatchBALD's running batch information
@@ -21,7 +21,8 @@ from batchal.report import find_runs
 
 
 def main() -> None:
-    sources = sys.argv[1:] or ["results/mnist/runs", "results/repeated-mnist/runs", "results/mnist-sweep/runs"]
+    sources = sys.argv[1:] or ["results/mnist/runs", "results/repeated-mnist/runs", "results/mnist-sweep/runs",
+                               "results/mnist-paper/runs", "results/repeated-mnist-paper/runs", "results/mnist-sweep-paper/runs"]
     sources = [s for s in sources if Path(s).exists()]
     lines = [f"# command: python scripts/batch_information.py {' '.join(sources)}",
              "# MI after k picks: median over rounds of the batch information (nats) after the k-th pick",

@@ -78,14 +78,17 @@ def test_predictions_on_the_device_equal_the_cpu_ones(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_and_evaluation_on_the_device(device):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(120, 1, 4, 4, generator=g)
+    x = torch.randn(600, 1, 4, 4, generator=g)
     y = (x.flatten(1)[:, 0] > 0).long() * 2  # classes 0 and 2 of 3, split by one input
     model = small_model()
-    history = train_model(model, x[:90], y[:90], x[90:], y[90:], TrainConfig(epoch_samples=1024, max_epochs=8, patience=8, lr=0.02),
+    history = train_model(model, x[:450], y[:450], x[450:], y[450:], TrainConfig(epoch_samples=1024, max_epochs=8, patience=8, lr=0.02),
                           generator=torch.Generator().manual_seed(1), device=device)
     assert next(model.parameters()).device.type == device and len(history) == 8
-    metrics = evaluate(model, x[90:], y[90:], k=5, seed=0, device=device)
-    assert metrics["accuracy"] >= 0.75 and metrics["nll"] > 0
+    # 150 held-out points: on the CPU, over 12 dropout and batch-order seeds, the least accuracy is
+    # 0.95 (the majority class alone gives about 0.5). With 30 points, CUDA's own dropout stream
+    # once gave 0.733 on the H100, under a bar of 0.75 that the CPU's stream cleared.
+    metrics = evaluate(model, x[450:], y[450:], k=5, seed=0, device=device)
+    assert metrics["accuracy"] >= 0.85 and metrics["nll"] > 0
 
 
 @pytest.mark.parametrize("device", DEVICES)
