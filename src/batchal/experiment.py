@@ -30,6 +30,7 @@ import torch
 
 from batchal.acquisition.badge import batch_diagnostics
 from batchal.acquisition.registry import get_strategy, select, strategies
+from batchal.acquisition.scores import predictive_probs
 from batchal.bayesian.predict import FeatureLayerError, predict_embeddings, predict_log_probs
 from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
 from batchal.devices import resolve_device
@@ -494,7 +495,7 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
 
 def _mean_predictions(models, x, config: ExperimentConfig) -> torch.Tensor:
     """The classes the round's posterior predicts (dropout off; ensembles: the averaged prediction)."""
-    return ensemble_log_probs(models, x, config.eval_batch_size, device=config.device).double().exp().mean(1).argmax(1)
+    return predictive_probs(ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)).argmax(1)
 
 
 def _apply_stopping_rule(rule, row: dict, rows: list[dict], models, val_x, val_y, stop_x, config: ExperimentConfig) -> Optional[str]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from batchal.acquisition.scores import predictive_probs
+
 
 @dataclass
 class GradientEmbeddings:
@@ -58,7 +60,7 @@ class GradientEmbeddings:
 
 def gradient_embeddings(log_probs_N_K_C: torch.Tensor, embeddings_N_D: torch.Tensor) -> GradientEmbeddings:
     """a = p - e_argmax(p), with p the MC-averaged predictive distribution, and h = the features."""
-    probs_N_C = log_probs_N_K_C.double().exp().mean(1)
+    probs_N_C = predictive_probs(log_probs_N_K_C)
     a_N_C = probs_N_C.clone()
     a_N_C[torch.arange(a_N_C.shape[0]), probs_N_C.argmax(1)] -= 1.0
     return GradientEmbeddings(a_N_C=a_N_C, h_N_D=embeddings_N_D.double())

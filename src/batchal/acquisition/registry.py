@@ -313,12 +313,12 @@ _check_labelled_log_probs = _optional_labelled(check_log_probs, 3, "labelled_log
 def _bait_run(inputs: Inputs, labelled_embeddings=None, labelled_log_probs=None, lamb: float = 1.0, oversample: int = 2):
     if (labelled_embeddings is None) != (labelled_log_probs is None):
         raise ValueError("BAIT's labelled Fisher needs both labelled_embeddings and labelled_log_probs (or neither)")
-    probs_N_C = inputs.log_probs_N_K_C.double().exp().mean(1)
+    probs_N_C = _scores.predictive_probs(inputs.log_probs_N_K_C)
     labelled_probs = None
     if labelled_log_probs is not None:
         if len(labelled_log_probs) != len(labelled_embeddings):
             raise ValueError(f"labelled_log_probs has {len(labelled_log_probs)} points but labelled_embeddings has {len(labelled_embeddings)}")
-        labelled_probs = labelled_log_probs.double().exp().mean(1)
+        labelled_probs = _scores.predictive_probs(labelled_log_probs)
     indices, gains = _bait.bait(probs_N_C, inputs.embeddings_N_D, inputs.batch_size, labelled_probs, labelled_embeddings,
                                 lamb=lamb, oversample=oversample)
     return indices, gains, {}

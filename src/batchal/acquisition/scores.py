@@ -36,6 +36,11 @@ def _mean_log_probs_n_C(log_probs_n_K_C: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_probs_n_K_C, dim=1) - math.log(log_probs_n_K_C.shape[1])
 
 
+def predictive_probs(log_probs_N_K_C: torch.Tensor) -> torch.Tensor:
+    """The MC-averaged predictive distribution mean_k p(y | x_n, w_k), N x C in float64."""
+    return log_probs_N_K_C.double().exp().mean(1)
+
+
 def _entropy_of_log_probs(log_probs: torch.Tensor, dim: int) -> torch.Tensor:
     """-sum p log p along ``dim`` with 0 log 0 = 0."""
     probs = log_probs.exp()

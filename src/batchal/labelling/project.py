@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from batchal.acquisition.coreset import k_center_greedy
+from batchal.acquisition.scores import predictive_probs
 from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 from batchal.data.files import DataError
@@ -429,7 +430,7 @@ class Project:
         lp = inputs.get("log_probs_N_K_C")
         if lp is None:
             lp = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
-        probs = lp.double().exp().mean(1).cpu()
+        probs = predictive_probs(lp).cpu()
         best_p, best_c = probs.max(1)
         predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(pool, best_c, best_p)]
         picks = selection.indices.tolist()
