@@ -1,6 +1,6 @@
 """Reproduce the papers' experiments with batchal, resumably, and write their reports.
 
-Usage: python scripts/reproduce.py STUDY [--data-dir ../shared/data] [--out results] [--seeds 0,1,2] [--workers 2] [--report-only]
+Usage: python scripts/reproduce.py STUDY [--data-dir ../shared/data] [--out results] [--seeds 0,1,2] [--workers 2] [--device cuda] [--report-only]
 
 Studies (each a list of `batchal run` configurations; the CPU protocol is stated in
 results/README.md next to every deviation from the papers):
