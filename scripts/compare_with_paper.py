@@ -57,6 +57,8 @@ def main() -> None:
         path = root / name / "report" / "labels_needed.json"
         if path.exists():
             for entry in json.loads(path.read_text()):
+                if name.startswith("mnist-sweep") and entry["setting"] == "mnist b=10":
+                    continue  # a sweep's b = 10 runs are its protocol's MNIST study's, listed from there
                 ours.setdefault((entry["setting"], entry["strategy"], protocol), entry)
     if not ours:
         names = ",".join(name for name, _ in STUDIES)

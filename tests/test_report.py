@@ -97,6 +97,24 @@ def test_runs_of_different_protocols_are_separate_curves_not_seeds(tmp_path):
     assert entries["bald (pool 5,000)"]["labels_to_0.85"][1] == 30 and entries["bald (full pool)"]["labels_to_0.85"][1] is None
 
 
+def test_a_strategy_named_by_its_variant_in_one_setting_is_named_so_in_every_setting(tmp_path):
+    # letter: BALD on MC dropout and on an ensemble; mnist: BALD on MC dropout only. The penalty
+    # matrix compares across settings, so mnist's BALD must be the same row as letter's.
+    for dataset, posteriors in (("letter", ("mc_dropout", "ensemble")), ("mnist", ("mc_dropout",))):
+        for posterior in posteriors:
+            for seed in range(3):
+                folder = fake_run(tmp_path / posterior, dataset, "bald", seed, [0.5, 0.6 + 0.01 * seed, 0.7])
+                config = json.loads((folder / "config.json").read_text())
+                (folder / "config.json").write_text(json.dumps({**config, "posterior": posterior}))
+        for seed in range(3):
+            fake_run(tmp_path / "random", dataset, "random", seed, [0.5, 0.55 + 0.01 * seed, 0.6])
+    grouped = group(find_runs([tmp_path]))
+    assert sorted(grouped["mnist b=10"]) == ["bald (posterior=mc_dropout)", "random"]
+    assert sorted(grouped["letter b=10"]) == ["bald (posterior=ensemble)", "bald (posterior=mc_dropout)", "random"]
+    names, _, _ = penalty_matrix(grouped)
+    assert sorted(names) == ["bald (posterior=ensemble)", "bald (posterior=mc_dropout)", "random"]
+
+
 def test_sweep_plot_when_a_strategy_runs_at_several_batch_sizes(tmp_path):
     fake_run(tmp_path, "mnist", "bald", 0, [0.5 + 0.05 * i for i in range(9)], b=10)  # labelled 20, 30, ..., 100
     fake_run(tmp_path / "other", "mnist", "bald", 0, [0.5, 0.6, 0.7], b=40)  # labelled 20, 60, 100

@@ -98,16 +98,19 @@ def _describe(key: str, value) -> str:
 
 def _label_variants(runs: list[Run]) -> None:
     """Runs of one setting and strategy that differ in protocol (pool subsample, K, ...) are not
-    seeds of one curve: name each by the config values that tell them apart."""
+    seeds of one curve: name each by the config values that tell them apart. A strategy named so
+    in one setting is named by the same keys in every setting, so that what compares strategies
+    across settings (penalty matrix, error CDF) sees one strategy under one name."""
     by_curve: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         by_curve[(run.setting, run.config["strategy"])].append(run)
-    for members in by_curve.values():
-        flat = [_flatten(run.config) for run in members]
-        keys = sorted({k for f in flat for k in f})
-        differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
-        for run, f in zip(members, flat):
-            run.variant = ", ".join(_describe(k, f.get(k)) for k in differing)
+    flat = {id(run): _flatten(run.config) for run in runs}
+    keys_of: dict[str, set] = defaultdict(set)
+    for (_, strategy), members in by_curve.items():
+        keys = {k for run in members for k in flat[id(run)]}
+        keys_of[strategy] |= {k for k in keys if len({json.dumps(flat[id(run)].get(k), sort_keys=True) for run in members}) > 1}
+    for run in runs:
+        run.variant = ", ".join(_describe(k, flat[id(run)].get(k)) for k in sorted(keys_of[run.config["strategy"]]))
 
 
 def group(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
