@@ -148,46 +148,63 @@ def label_entropy(labels: list[int]) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def penalty_matrix(grouped: dict[str, dict[str, list[Run]]], critical: Optional[float] = None) -> tuple[list[str], np.ndarray, int]:
-    """BADGE's pairwise penalty matrix: P[i, j] += 1 / (number of checkpoints) for every setting
-    and checkpoint where strategy i beats j by a two-sided paired t-test over seeds (|t| above the
-    95% critical value, e.g. 2.776 for 5 seeds). Returns (strategies, P, settings used)."""
+def significant_wins(strategies: dict[str, list[Run]], critical: Optional[float] = None) -> Optional[tuple[list[int], dict[tuple[str, str], list[int]]]]:
+    """One setting's paired comparisons: the label counts every strategy's seeds share, and for
+    each ordered pair (a, b) the counts where a beats b by a two-sided paired t-test over the
+    seeds all strategies share (t above the 95% critical value, e.g. 2.776 for 5 seeds; an exact
+    tie of differences counts as a win when a is ahead). None when nothing can be compared."""
     from scipy import stats
 
+    present = sorted(strategies)
+    if len(present) < 2:
+        return None
+    seeds = set.intersection(*[{r.seed for r in strategies[s]} for s in present])
+    if len(seeds) < 2:
+        return None
+    curves = {}
+    for s in present:
+        runs = sorted((r for r in strategies[s] if r.seed in seeds), key=lambda r: r.seed)
+        curves[s] = curve(runs)
+    counts = sorted(set.intersection(*[set(c.tolist()) for c, _ in curves.values()]))
+    if not counts:
+        return None
+    t_crit = critical if critical is not None else float(stats.t.ppf(0.975, len(seeds) - 1))
+    wins: dict[tuple[str, str], list[int]] = {}
+    for a in present:
+        for b in present:
+            if a == b:
+                continue
+            wins[(a, b)] = []
+            for c in counts:
+                acc_a = curves[a][1][:, list(curves[a][0]).index(c)]
+                acc_b = curves[b][1][:, list(curves[b][0]).index(c)]
+                diff = acc_a - acc_b
+                sd = diff.std(ddof=1)
+                if sd == 0:
+                    t = math.inf if diff.mean() > 0 else 0.0
+                else:
+                    t = diff.mean() / (sd / math.sqrt(len(diff)))
+                if t > t_crit:
+                    wins[(a, b)].append(c)
+    return counts, wins
+
+
+def penalty_matrix(grouped: dict[str, dict[str, list[Run]]], critical: Optional[float] = None) -> tuple[list[str], np.ndarray, int]:
+    """BADGE's pairwise penalty matrix: P[i, j] += 1 / (number of checkpoints) for every setting
+    and checkpoint where strategy i beats j (``significant_wins``). Returns (strategies, P,
+    settings used)."""
     names = sorted({s for strategies in grouped.values() for s in strategies})
     P = np.zeros((len(names), len(names)))
     used = 0
     for strategies in grouped.values():
-        present = [s for s in names if s in strategies]
-        if len(present) < 2:
+        compared = significant_wins(strategies, critical)
+        if compared is None:
             continue
-        seeds = set.intersection(*[{r.seed for r in strategies[s]} for s in present])
-        if len(seeds) < 2:
-            continue
-        curves = {}
-        for s in present:
-            runs = sorted((r for r in strategies[s] if r.seed in seeds), key=lambda r: r.seed)
-            curves[s] = curve(runs)
-        counts = sorted(set.intersection(*[set(c.tolist()) for c, _ in curves.values()]))
-        if not counts:
-            continue
+        counts, wins = compared
         used += 1
-        t_crit = critical if critical is not None else float(stats.t.ppf(0.975, len(seeds) - 1))
-        for i, a in enumerate(names):
-            for j, b in enumerate(names):
-                if a == b or a not in curves or b not in curves:
-                    continue
-                for c in counts:
-                    acc_a = curves[a][1][:, list(curves[a][0]).index(c)]
-                    acc_b = curves[b][1][:, list(curves[b][0]).index(c)]
-                    diff = acc_a - acc_b
-                    sd = diff.std(ddof=1)
-                    if sd == 0:
-                        t = math.inf if diff.mean() > 0 else 0.0
-                    else:
-                        t = diff.mean() / (sd / math.sqrt(len(diff)))
-                    if t > t_crit:
-                        P[i, j] += 1 / len(counts)
+        for (a, b), won in wins.items():
+            for _ in won:
+                P[names.index(a), names.index(b)] += 1 / len(counts)
     return names, P, used
 
 
