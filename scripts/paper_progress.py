@@ -10,7 +10,11 @@ from pathlib import Path
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
 done = total = 0
 for path in sorted(root.rglob("results.jsonl")):
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Read only, while workers may be appending: a last line without its newline is still being
+    # written and is left out (experiment.read_results would cut it from the file).
+    text = path.read_text()
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    rows = [json.loads(line) for line in complete.splitlines() if line.strip()]
     total += 1
     if not rows:
         print(f"{path.parent.relative_to(root)}: no rows")
