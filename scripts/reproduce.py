@@ -13,6 +13,10 @@ results/README.md next to every deviation from the papers):
   repeated-mnist-paper  Its Repeated MNIST: b=10, whole pool, K = 10, 40 epochs at most, 6 seeds, 300 labels.
   mnist-sweep-paper     Its acquisition-size sweep on the whole pool: batchbald and bald at b = 5, 20, 40
                         (2 seeds; b = 10 is mnist-paper's runs).
+  badge-paper     BADGE's own protocol (REFERENCE.md 4b): letter, MNIST and CIFAR-10 (the JPEG copy) with the
+                  paper's MLP at b = 100, 1,000 and 10,000; badge, albl, coreset, least_confidence (Conf),
+                  margin (Marg), entropy and random; 100 random initial labels, trained from scratch to 99%
+                  training accuracy each round; budgets capped (BADGE_PAPER_BUDGETS: 1,100 / 5,100 / 40,100 labels) for CPU time.
   new-strategies  EPIG, PowerEPIG, Cluster-Margin, TypiClust and BALD on a deep ensemble, against
                   BatchBALD, BALD, BADGE and random: letter b=25 (the BADGE study's protocol; its
                   runs of the older strategies are reused) and MNIST b=10 (the CPU protocol; study
@@ -23,7 +27,7 @@ side on one GPU.
 
 Every run appends to its own results.jsonl, so stopping and rerunning the same command
 continues where it stopped. `--workers N` runs the study in N processes (each with
-cores / N threads) that share the runs: a run in progress is locked, the others skip it and go
+one thread, batchal's policy, or $BATCHAL_THREADS) that share the runs: a run in progress is locked, the others skip it and go
 on with the next one; the same command started by hand in several shells does the same. The
 report goes to OUT/STUDY/report/ (with --workers, once every worker has finished; processes
 started by hand each write it when they reach the end of the list).
@@ -41,6 +45,7 @@ from pathlib import Path
 from batchal.data import load_dataset
 from batchal.experiment import ExperimentConfig, RunInUseError, run_experiment
 from batchal.report import write_report
+from batchal.threads import resolve_threads, use_threads
 from batchal.training import TrainConfig
 
 # CPU protocol shared by the MNIST studies: the paper's model, training and counting, but a
@@ -54,7 +59,7 @@ BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp
 
 # Default seeds per study: the MNIST table and the BADGE study need several; on 2 CPU cores
 # the Repeated MNIST study and the sweep get one (results/README.md says so).
-DEFAULT_SEEDS = {"mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
+DEFAULT_SEEDS = {"badge-paper": "0,1,2,3,4", "mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
                  "mnist-paper": "0,1,2,3,4,5", "repeated-mnist-paper": "0,1,2,3,4,5", "mnist-sweep-paper": "0,1"}
 PAPER_STUDIES = ("mnist-paper", "repeated-mnist-paper", "mnist-sweep-paper")
 
@@ -64,7 +69,35 @@ NEW_STRATEGIES = ["epig", "power_epig", "cluster_margin", "typiclust"]
 BADGE_SETTINGS = [("digits", 20, (10, 25), 120, None), ("letter", 100, (25, 50), 300, 5_000), ("fashion-mnist", 100, (25, 50), 300, 5_000)]
 
 
+# BADGE's protocol: the paper's 7 algorithms, its MLP, its training rule (REFERENCE.md 4b).
+BADGE_PAPER_STRATEGIES = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
+# Label budgets (initial 100 included), capped for CPU time: b = 100 to 1,100 labels (10 rounds),
+# b = 1,000 to 5,100 (5 rounds), b = 10,000 to 40,100 (4 rounds; letter's pool ends at 16,000).
+BADGE_PAPER_BUDGETS = {100: 1_100, 1_000: 5_100, 10_000: 40_100}
+# The safety cap on epochs per round (the authors' code has none); rows record when it was hit.
+BADGE_PAPER_MAX_EPOCHS = 300
+# Cheapest settings first, so that whole settings finish early.
+BADGE_PAPER_ORDER = [("letter", 10_000), ("letter", 1_000), ("mnist", 10_000), ("mnist", 1_000), ("letter", 100),
+                     ("mnist", 100), ("cifar10", 10_000), ("cifar10", 1_000), ("cifar10", 100)]
+
+
+def badge_paper_config(dataset: str, b: int, strategy: str, seed: int, device: str = "cpu") -> ExperimentConfig:
+    budget = min(BADGE_PAPER_BUDGETS[b], 16_000) if dataset == "letter" else BADGE_PAPER_BUDGETS[b]
+    return ExperimentConfig(
+        dataset=dataset, strategy=strategy, acquisition_size=b, seed=seed, initial_size=100, initial_selection="random",
+        budget=budget, validation_size=0, mc_samples=1, test_mc_samples=1, model="badge_mlp", device=device,
+        eval_batch_size=2048,
+        train=TrainConfig(lr=1e-4, batch_size=64, sampler="pass", until_accuracy=0.99, grad_clamp=0.1,
+                          max_epochs=BADGE_PAPER_MAX_EPOCHS),
+    )
+
+
 def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentConfig]:
+    if name == "badge-paper":
+        # Repeats 0-2 of every setting first, then 3-4: three finished repeats everywhere come first.
+        blocks = [s for s in (seeds[:3], seeds[3:]) if s]
+        return [badge_paper_config(d, b, s, seed, device) for block in blocks for d, b in BADGE_PAPER_ORDER
+                for seed in block for s in BADGE_PAPER_STRATEGIES]
     if name == "mnist-paper":
         return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, device=device, **MNIST_PAPER)
                 for seed in seeds for s in ("batchbald", "bald", "random")]
@@ -147,14 +180,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1; got {args.workers}")
+    use_threads()  # batchal's policy: 1 thread per process unless BATCHAL_THREADS says otherwise
     if args.workers > 1 and not args.report_only:
-        threads = str(max(1, (os.cpu_count() or 1) // args.workers))
+        threads = str(resolve_threads())
         child = [args.study, "--out", args.out, "--no-report"]
         child += ["--data-dir", args.data_dir] if args.data_dir else []
         child += ["--seeds", args.seeds] if args.seeds else []
         child += ["--device", args.device]
         child += [part for condition in args.only for part in ("--only", condition)]
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {**os.environ, "BATCHAL_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         workers = [subprocess.Popen([sys.executable, __file__, *child], env=env) for _ in range(args.workers)]
         codes = [w.wait() for w in workers]
         if any(codes):

@@ -4,7 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The thread policy of batchal.threads (1 unless BATCHAL_THREADS says otherwise): the suite stays
+# fast when other jobs share the cores, and seeded results do not depend on the machine.
+from batchal.threads import use_threads  # noqa: E402
+
+use_threads()
 
 try:  # hypothesis keeps no example database: tests never write into the repository
     from hypothesis import settings

@@ -76,7 +76,8 @@ def test_requests_without_the_token_are_refused(project_dir):
 
 def test_label_a_batch_and_read_it_back(client):
     batch = client.get("/api/batch").json()
-    assert len(batch["items"]) == 5 and batch["classes"] == CLASSES
+    assert len(batch["items"]) == 5 + 1 and batch["classes"] == CLASSES  # 5 picks and 1 random item for the accuracy estimate
+    assert sum(item["random"] for item in batch["items"]) == 1
     assert all(item["label"] is None and item["image_url"] == f"/api/items/{item['id']}/image" for item in batch["items"])
     image = client.get(batch["items"][0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] in ("image/png", "image/jpeg")
@@ -91,7 +92,7 @@ def test_label_a_batch_and_read_it_back(client):
 
 def test_first_batch_is_diverse(client):
     ids = [item["id"] for item in client.get("/api/batch").json()["items"]]
-    assert len(set(ids)) == 5
+    assert len(set(ids)) == 6  # 5 picks, 1 random
     paths = client.project.store.item_paths()
     assert sorted(ids) != list(range(1, 6)) and all(i in paths for i in ids)
 
@@ -135,14 +136,16 @@ def test_next_batch_retrains_in_the_background_and_avoids_labelled_items(client,
     status = client.get("/api/status").json()
     assert status["state"] == "idle", status["error"]
     second = client.get("/api/batch").json()
-    assert second["batch_id"] != first["batch_id"] and len(second["items"]) == 5
+    assert second["batch_id"] != first["batch_id"] and len(second["items"]) == 5 + 1
     labelled = {item["id"] for item in first["items"]}
     assert not labelled & {item["id"] for item in second["items"]}
     label_current_batch(client, truth)
     client.post("/api/next", json={})
     client.project.wait(120)
     history = client.get("/api/status").json()["accuracy"]
-    assert len(history) >= 1 and history[-1]["labelled"] == 10 and 0 <= history[-1]["accuracy"] <= 1
+    assert len(history) >= 1 and history[-1]["labelled"] == 12 and 0 <= history[-1]["accuracy"] <= 1
+    # On the 2 random items only (one per batch), with a 95% interval around it.
+    assert history[-1]["held_out"] == 2 and history[-1]["low"] <= history[-1]["accuracy"] <= history[-1]["high"]
 
 
 def test_relabelling_keeps_the_history_and_export(client):

@@ -106,7 +106,7 @@ def test_a_users_model_with_weights_suggests_and_exports(tmp_path, user_model):
         assert all(item["suggestion"] is None for item in c.get("/api/batch").json()["items"])  # no model yet
         label_batch(c, truth, project)
         next_batch(c, project)
-        items = c.get("/api/batch").json()["items"]
+        items = [item for item in c.get("/api/batch").json()["items"] if not item["random"]]  # the strategy's picks
         assert all(item["suggestion"] in CLASSES and 1 / 3 <= item["probability"] <= 1 and item["score"] is not None for item in items)
         status = c.get("/api/status").json()
         assert status["batches"][-1]["information"] == pytest.approx(sum(item["score"] for item in items))
@@ -155,7 +155,8 @@ def test_features_from_any_backbone_train_a_bayesian_head(tmp_path):
             label_batch(c, truth, project)
             next_batch(c, project)
         batch = c.get("/api/batch").json()["items"]
-        assert len(batch) == 5 and all(item["label"] is None and item["suggestion"] in CLASSES for item in batch)
+        assert len(batch) == 5 + 1 and all(item["label"] is None for item in batch)
+        assert all(item["suggestion"] in CLASSES for item in batch if not item["random"])
     # An .npz gives the order explicitly; a row count that does not match is refused.
     np.savez(tmp_path / "f.npz", features=features[::-1], paths=np.array(names[::-1]))
     init_project(tmp_path / "proj2", tmp_path / "images", CLASSES, features=tmp_path / "f.npz")
@@ -187,16 +188,30 @@ def test_undo_adds_history_and_restores_the_previous_label(tmp_path):
     assert export_labels(tmp_path / "proj", "csv").count("\n") == 1  # header only: nothing is labelled now
 
 
-def test_stop_hint_after_batches_without_improvement(tmp_path):
+def test_stop_hint_only_when_the_paired_gain_is_below_the_estimates_precision(tmp_path):
+    from batchal.labelling.quality import wilson_interval
+
     colour_images(tmp_path / "images", count=9)
     init_project(tmp_path / "proj", tmp_path / "images", CLASSES, model="mlp", image_size=8, batch_size=3, stop_patience=2)
     project = Project(tmp_path / "proj")
-    for labelled, acc in [(10, 0.5), (20, 0.7), (30, 0.69)]:
-        project.store.add_batch("bald", [], accuracy=(labelled, acc, 4))
-    assert project.stop_hint() is None  # one batch without improvement, patience 2
-    project.store.add_batch("bald", [], accuracy=(40, 0.7, 4))
-    assert "has not improved for 2 batches (best 70.0%)" in project.stop_hint()
-    project.store.add_batch("bald", [], accuracy=(50, 0.72, 4))
+
+    def estimate(labelled, per_item):
+        right = sum(per_item.values())
+        return (labelled, right / len(per_item), len(per_item), *wilson_interval(right, len(per_item)), per_item)
+
+    # 40 random items; the model goes from 20 right to 30 right, then stays at 30.
+    before = {i: int(i < 20) for i in range(40)}
+    after = {i: int(i < 30) for i in range(40)}
+    for labelled, per_item in [(10, before), (20, before), (30, after)]:
+        project.store.add_batch("bald", [], accuracy=estimate(labelled, per_item))
+    assert project.stop_hint() is None  # 10 more right out of 40 over the window: a real gain
+    project.store.add_batch("bald", [], accuracy=estimate(40, after))
+    assert project.stop_hint() is None  # still compared with 20 labels (window 2): the gain is real
+    project.store.add_batch("bald", [], accuracy=estimate(50, after))
+    assert "below the estimate's own precision" in project.stop_hint()  # 30 vs 30 on the same items
+    few = {i: 1 for i in range(8)}  # 8 items are too few to say anything
+    for labelled in (60, 70, 80):
+        project.store.add_batch("bald", [], accuracy=estimate(labelled, few))
     assert project.stop_hint() is None
     for kappa in (0.995, 0.99, 0.999):  # predictions stop changing
         project.store.add_batch("bald", [], kappa=kappa)

@@ -23,7 +23,9 @@ from batchal.acquisition.registry import describe, strategies
 from batchal.data.datasets import available_locally, dataset_names, load_dataset
 from batchal.data.files import DataError
 from batchal.experiment import COUNTING_NOTE, ExperimentConfig, labels_to_reach, run_experiment
+from batchal.threads import use_threads
 from batchal.training import TrainConfig
+from batchal import __version__
 
 # `batchal run` with no arguments: the README's main job, about a minute on 2 cores.
 MAIN_JOB = {
@@ -314,9 +316,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_label_init(args: argparse.Namespace) -> int:
     from batchal.labelling import init_project
 
-    store = init_project(args.project, args.images, _split_list(args.classes, "--classes"), model=args.model, strategy=args.strategy,
+    from batchal.labelling.project import read_classes_file
+
+    if (args.classes is None) == (args.classes_file is None):
+        raise ValueError("give the classes with --classes a,b,c or --classes-file FILE (one of them)")
+    keys = descriptions = None
+    if args.classes_file:
+        classes, keys, descriptions = read_classes_file(args.classes_file)
+    else:
+        classes = _split_list(args.classes, "--classes")
+    store = init_project(args.project, args.images, classes, model=args.model, strategy=args.strategy,
                          batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples,
-                         weights=args.weights, features=args.features, labels=args.labels, stop_patience=args.stop_patience)
+                         weights=args.weights, features=args.features, labels=args.labels, stop_patience=args.stop_patience,
+                         keys=keys, descriptions=descriptions if descriptions and any(descriptions) else None, overlap=args.overlap)
     skipped = store.meta().get("skipped", [])
     imported = len(store.current_labels())
     print(f"{args.project}: {store.item_count()} images registered" + (f", {imported} labels imported" if imported else "")
@@ -334,13 +346,32 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
         from batchal.labelling.app import new_token, serve
     except ImportError as exc:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
-    project = Project(args.project, device=args.device)
+    import socket
+
+    project = Project(args.project, device=args.device, overlap=args.overlap)
+    try:  # a port in use is refused before anything is printed that would lead to another server
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as exc:
+        raise ValueError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                         "another program (another batchal label serve?) uses it: choose another --port") from None
     token = args.token or new_token()
     status = project.status()
     print(f"batchal labelling: {status['items']} items ({status['labelled']} labelled), classes {', '.join(project.classes)}, "
-          f"strategy {status['strategy']}", flush=True)
+          f"strategy {status['strategy']}" + (f", {project.overlap} labels per item" if project.overlap > 1 else ""), flush=True)
     print(f"Open http://{args.host}:{args.port}/?token={token}", flush=True)
+    if status["annotators"]:
+        print(f"Annotators ({', '.join(status['annotators'])}) open the links that `batchal label add-annotator` printed.", flush=True)
     serve(project, token, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_label_add_annotator(args: argparse.Namespace) -> int:
+    from batchal.labelling.app import add_annotator
+
+    token = add_annotator(args.project, args.name)
+    print(f"{args.name}'s personal link (keep it private; every label they give is recorded under their name):")
+    print(f"http://{args.host}:{args.port}/?token={token}")
     return 0
 
 
@@ -356,16 +387,19 @@ def cmd_label_export(args: argparse.Namespace) -> int:
         Path(args.predictions).write_text(export_predictions(args.project, args.format))
         print(f"predictions for the unlabelled items written to {args.predictions}", file=sys.stderr)
     if args.model_weights:
-        trained = Path(args.project) / "model.pt"
-        if not trained.is_file():
-            raise ValueError(f"{args.project} has no trained model yet: label two classes and ask for the next batch first")
+        from batchal.labelling import Project
+
+        trained = Project(args.project).train_final_model()  # on every label, the accuracy estimate's random items included
         shutil.copyfile(trained, args.model_weights)
-        print(f"the latest trained model's state dict written to {args.model_weights}", file=sys.stderr)
+        print(f"a model trained on every label written to {args.model_weights}", file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchal", description="Deep Bayesian batch active learning (BatchBALD, BADGE and baselines).")
+    parser.add_argument("--version", action="version", version=f"batchal {__version__}")
+    parser.add_argument("--threads", help="CPU threads per process: a number or auto (one per core); default $BATCHAL_THREADS, else 1 "
+                        "(fastest on a busy machine, and the same seed gives the same numbers on any machine)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="simulate active learning on a data set (no arguments: the built-in demonstration)",
@@ -452,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = label_sub.add_parser("init", help="create a labelling project from a folder of PNG/JPEG images")
     init.add_argument("project", help="the project folder (created; holds project.sqlite)")
     init.add_argument("--images", required=True, help="folder of PNG or JPEG images (searched recursively)")
-    init.add_argument("--classes", required=True, help="comma-separated class names, e.g. cat,dog")
+    init.add_argument("--classes", help="comma-separated class names, e.g. cat,dog")
+    init.add_argument("--classes-file", dest="classes_file", help="a label file instead: one class a line, name[,key[,description]]")
+    init.add_argument("--overlap", type=int, default=1, help="labels each item needs from different annotators (default 1)")
     init.add_argument("--model", default="mnist_cnn", help="mnist_cnn (default), emnist_cnn, mlp, or your own MODULE:FACTORY (package.module:fn or file.py:fn)")
     init.add_argument("--weights", help="with MODULE:FACTORY: a state dict to start every round's fine-tuning from")
     init.add_argument("--features", help="FEATURES.npy: one row per image (sorted path order; or .npz with 'paths' and 'features') "
@@ -471,14 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8765)
     serve_cmd.add_argument("--token", help="access token (default: a fresh random one)")
+    serve_cmd.add_argument("--overlap", type=int, help="labels each item needs from different annotators (default: the project's)")
     serve_cmd.add_argument("--device", default="cpu", help="where the model retrains and selects: cpu (default), cuda, cuda:N or auto")
     serve_cmd.set_defaults(func=cmd_label_serve)
+    annot = label_sub.add_parser("add-annotator", help="register a named annotator and print their personal link")
+    annot.add_argument("project")
+    annot.add_argument("name")
+    annot.add_argument("--host", default="127.0.0.1", help="the address the link names (serve's --host)")
+    annot.add_argument("--port", type=int, default=8765, help="the port the link names (serve's --port)")
+    annot.set_defaults(func=cmd_label_add_annotator)
+
     export = label_sub.add_parser("export", help="write every label")
     export.add_argument("project")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     export.add_argument("--predictions", help="also write the latest model's predictions for unlabelled items (same format)")
-    export.add_argument("--model-weights", dest="model_weights", help="also copy the latest trained model's state dict here")
+    export.add_argument("--model-weights", dest="model_weights", help="also train a model on every label and write its state dict here")
     export.set_defaults(func=cmd_label_export)
     return parser
 
@@ -486,6 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        use_threads(args.threads)
+    except ValueError as exc:
+        print(f"batchal: error: --threads: {exc}", file=sys.stderr)
+        return 2
     with warnings.catch_warnings():
         warnings.simplefilter("once")
         warnings.showwarning = _one_line_warning

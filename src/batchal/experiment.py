@@ -41,6 +41,29 @@ from batchal.training import TrainConfig, evaluate, metrics_of, train_model
 
 _VALIDATION_DEFAULTS = {"digits": 100, "letter": 1000, "emnist-balanced": 16_384}
 
+#: The BatchBALD paper's one fixed initial set, used for every seed and strategy (REFERENCE.md
+#: 5b): indices into MNIST's training file, in file order.
+INITIAL_PRESETS = {"batchbald-paper": [38043, 40091, 17418, 2094, 39879, 3133, 5011, 40683, 54379, 24287,
+                                       9849, 59305, 39508, 39356, 8758, 52579, 13655, 7636, 21562, 41329]}
+
+
+def fixed_initial_indices(value) -> list[int]:
+    """``initial_indices`` as a list: a preset name, a list of ints, or a text file of them."""
+    if isinstance(value, str):
+        if value in INITIAL_PRESETS:
+            return list(INITIAL_PRESETS[value])
+        try:
+            value = [int(v) for v in Path(value).read_text().replace(",", " ").split()]
+        except FileNotFoundError:
+            raise ValueError(f"initial_indices {value!r}: neither a preset ({', '.join(INITIAL_PRESETS)}) nor a file") from None
+        except ValueError:
+            raise ValueError(f"initial_indices file {value!r}: expected whole numbers separated by commas or spaces") from None
+    if not isinstance(value, (list, tuple)) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
+        raise ValueError(f"initial_indices must be a preset name, a file or a list of indices >= 0, got {str(value)[:80]!r}")
+    if len(set(value)) != len(value):
+        raise ValueError("initial_indices lists an index twice")
+    return list(value)
+
 
 @dataclass
 class ExperimentConfig:
@@ -67,6 +90,8 @@ class ExperimentConfig:
     posterior: str = "mc_dropout"  # or "ensemble": `members` models trained per round are the K samples
     members: int = 5  # ensemble size (posterior = "ensemble")
     stop: Optional[str] = None  # a stopping rule: stabilizing[:THRESHOLD[:WINDOW]] or plateau[:PATIENCE]
+    initial_selection: str = "balanced"  # or "random" (BADGE's protocol: not class-balanced)
+    initial_indices: Optional[Any] = None  # fixed initial training indices, or the preset "batchbald-paper"
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -101,6 +126,12 @@ class ExperimentConfig:
             raise ValueError(f"posterior must be mc_dropout or ensemble, got {self.posterior!r}")
         _check_int("members", self.members, 1)
         parse_stop(self.stop)
+        if self.initial_selection not in ("balanced", "random"):
+            raise ValueError(f"initial_selection must be balanced or random, got {self.initial_selection!r}")
+        if self.initial_indices is not None:
+            indices = fixed_initial_indices(self.initial_indices)
+            if len(indices) != self.initial_size:
+                raise ValueError(f"initial_indices holds {len(indices)} indices but initial_size is {self.initial_size}; give both alike")
 
     def resolved(self, data: Dataset) -> "ExperimentConfig":
         """A copy with every default filled in from the data set."""
@@ -171,10 +202,23 @@ class Splits:
     @staticmethod
     def make(data: Dataset, config: ExperimentConfig) -> "Splits":
         g = torch.Generator().manual_seed(_round_seed(config.seed, 0, 7))
+        if config.initial_indices is not None:
+            # The paper's way: a fixed initial set, then the validation set drawn per seed from the rest.
+            initial = torch.tensor(fixed_initial_indices(config.initial_indices), dtype=torch.long)
+            if len(initial) and int(initial.max()) >= len(data.train_y):
+                raise ValueError(f"initial_indices: index {int(initial.max())} is outside the {len(data.train_y)} training points")
+            taken = torch.zeros(len(data.train_y), dtype=torch.bool)
+            taken[initial] = True
+            order = torch.randperm(len(data.train_y), generator=g)
+            order = order[~taken[order]]
+            return Splits(validation=order[: config.validation_size], initial=initial)
         order = torch.randperm(len(data.train_y), generator=g)
         validation = order[: config.validation_size]
         rest = order[config.validation_size :]
-        initial = rest[balanced_initial_indices(data.train_y[rest], config.initial_size, g)]
+        if config.initial_selection == "random":
+            initial = rest[: config.initial_size]
+        else:
+            initial = rest[balanced_initial_indices(data.train_y[rest], config.initial_size, g)]
         return Splits(validation=validation, initial=initial)
 
 
@@ -328,11 +372,15 @@ def read_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise RunFileError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
     # Settings added after a run was written hold their defaults there (it ran with them).
+    if isinstance(config.get("train"), dict):
+        config["train"] = {**_ADDED_TRAIN_SETTINGS, **config["train"]}
     return {**_ADDED_SETTINGS, **config}
 
 
 #: Settings that configurations written before them lack, with the value those runs had.
-_ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None}
+_ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None, "initial_selection": "balanced", "initial_indices": None}
+#: Training settings added later, with the value earlier runs had.
+_ADDED_TRAIN_SETTINGS = {"sampler": "replacement", "until_accuracy": None, "grad_clamp": None, "reinit_every": 1000, "reinit_below": 0.2}
 
 
 def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
@@ -407,10 +455,12 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         start = time.perf_counter()
         labelled_t = torch.tensor(labelled, dtype=torch.long)
 
+        histories = []
+
         def fit(model, generator):
             if labelled:
-                train_model(model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
-                            generator=generator, device=device, on_epoch=progress.epoch_done if progress else None)
+                histories.append(train_model(model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
+                                             generator=generator, device=device, on_epoch=progress.epoch_done if progress else None))
 
         if config.posterior == "ensemble":
             models = train_ensemble(lambda: create_model(config.model, data.input_shape, data.num_classes).to(device),
@@ -433,6 +483,10 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
             "acquired": [], "acquired_labels": [], "scores": [],
             "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": 0.0, "select": 0.0},
         }
+        if histories and config.train.until_accuracy is not None:
+            last = histories[0][-1]
+            row["training"] = {"epochs": last["epoch"], "train_accuracy": last["train_accuracy"],
+                               "reinitialised": last["reinitialised"], "capped": last["capped"]}
         rule_stop = _apply_stopping_rule(rule, row, rows, models, val_x, val_y, stop_x, config) if rule is not None else None
         stop = None
         if len(labelled) >= config.budget:
@@ -461,6 +515,8 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
             for name in ("labelled_embeddings", "labelled_log_probs"):
                 if name in spec.options:
                     options[name] = inputs.pop(name)
+            if "state" in spec.options:  # a stateful strategy (ALBL): its state lives in the rows
+                options.update(_albl_options(rows, model, data, config))
             # Selection runs where the model ran (predictions come back on the CPU).
             inputs = {name: value.to(device) for name, value in inputs.items()}
             options = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in options.items()}
@@ -473,6 +529,9 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
                 row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
             except FeatureLayerError:  # a user model without a last linear layer on its output path
                 row["batch_diagnostics"] = None
+            if "state" in selection.info:
+                row["strategy_state"] = {**selection.info["state"], "queried": _albl_queried(rows) + [
+                    [i, q] for i, q in zip(acquired, selection.scores.tolist())]}
             row.update({
                 "acquired": acquired,
                 "acquired_labels": data.train_y[acquired].tolist(),
@@ -491,6 +550,30 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         if stop is not None:
             return rows
     raise AssertionError("unreachable")
+
+
+def _albl_queried(rows: list[dict]) -> list:
+    previous = [r["strategy_state"] for r in rows if r.get("strategy_state")]
+    return list(previous[-1]["queried"]) if previous else []
+
+
+def _albl_options(rows: list[dict], model, data: Dataset, config: ExperimentConfig) -> dict:
+    """ALBL's state from the last row, updated with the reward of the model just trained:
+    IW-ACC on every point ALBL has queried (REFERENCE.md 4b; batchal.acquisition.albl)."""
+    from batchal.acquisition import albl
+
+    budget = max(1, config.budget - config.initial_size)
+    previous = [r["strategy_state"] for r in rows if r.get("strategy_state")]
+    if not previous:
+        return {"state": None, "budget": budget}
+    state = {k: v for k, v in previous[-1].items() if k != "queried"}
+    queried = previous[-1]["queried"]
+    items = [i for i, _ in queried]
+    predicted = _mean_predictions([model], data.train_x[items], config).cpu()
+    correct = (predicted == data.train_y[items]).tolist()
+    reward = albl.iw_accuracy(correct, [q for _, q in queried], len(data.train_y), budget)
+    pool_size = len(data.train_y) - config.initial_size - config.validation_size - len(items)
+    return {"state": albl.update(state, reward, pool_size, budget), "budget": budget}
 
 
 def _mean_predictions(models, x, config: ExperimentConfig) -> torch.Tensor:

@@ -78,7 +78,10 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 256) -> nn
     )
 
 
-_MODELS: dict[str, ModelFactory] = {"mnist_cnn": mnist_cnn, "emnist_cnn": emnist_cnn, "mlp": mlp}
+from batchal.models_badge import badge_mlp, resnet18_narrow, vgg16  # noqa: E402
+
+_MODELS: dict[str, ModelFactory] = {"mnist_cnn": mnist_cnn, "emnist_cnn": emnist_cnn, "mlp": mlp,
+                                    "badge_mlp": badge_mlp, "resnet18_narrow": resnet18_narrow, "vgg16": vgg16}
 
 
 def register_model(name: str, factory: ModelFactory) -> None:

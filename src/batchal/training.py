@@ -4,6 +4,16 @@ Each round trains a fresh model: Adam, mini-batches of ``batch_size``, an "epoch
 ``epoch_samples`` examples drawn with replacement from the labelled set (so epochs cost the same
 whatever the labelled-set size), at most ``max_epochs``, early stopping on validation accuracy
 (dropout off) with ``patience``, best weights restored.
+
+``sampler`` picks how an epoch is drawn: ``replacement`` (i.i.d. draws, the default), ``paper``
+(the BatchBALD code's ``randperm(epoch_samples) % n``: every labelled point seen almost equally
+often) or ``pass`` (one shuffled pass over the labelled set, BADGE's code).
+
+BADGE's protocol (``until_accuracy=0.99``): no validation and no early stopping; train until the
+epoch's running training accuracy reaches ``until_accuracy``; every gradient element clamped to
+``[-grad_clamp, grad_clamp]``; re-initialised when, at a multiple of ``reinit_every`` epochs, the
+accuracy is still below ``reinit_below`` (REFERENCE.md 4b). The authors' code has no epoch cap;
+``max_epochs`` is kept as a stated safety cap, and the history says whether it was hit.
 """
 
 from __future__ import annotations
@@ -29,11 +39,23 @@ class TrainConfig:
     max_epochs: int = 30
     patience: int = 3
     weight_decay: float = 0.0
+    sampler: str = "replacement"
+    until_accuracy: Optional[float] = None  # BADGE: train until the running training accuracy reaches this
+    grad_clamp: Optional[float] = None  # BADGE: clamp every gradient element to [-v, v]
+    reinit_every: int = 1000
+    reinit_below: float = 0.2
 
     def __post_init__(self):
+        if self.sampler not in ("replacement", "paper", "pass"):
+            raise ValueError(f"train.sampler must be replacement, paper or pass, got {self.sampler!r}")
+        for name, low, high in (("until_accuracy", 0.0, 1.0), ("grad_clamp", 0.0, math.inf)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high):
+                raise ValueError(f"train.{name} must be None or in ({low}, {high}], got {value!r}")
         checks = {
             "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "epoch_samples": self.epoch_samples >= 1,
             "max_epochs": self.max_epochs >= 1, "patience": self.patience >= 1, "weight_decay": self.weight_decay >= 0,
+            "reinit_every": self.reinit_every >= 1, "reinit_below": 0 <= self.reinit_below <= 1,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -79,22 +101,24 @@ def train_model(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     device = resolve_device(device)
     model.to(device)
+    if config.until_accuracy is not None:
+        return _train_until_accuracy(model, train_x, train_y, config, generator, device, on_epoch)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     has_val = val_x is not None and len(val_x) > 0
     best_acc, best_state, stale = -1.0, None, 0
     history = []
     for epoch in range(1, config.max_epochs + 1):
         model.train()
-        order = torch.randint(len(train_x), (config.epoch_samples,), generator=generator)
+        order = epoch_order(config, len(train_x), generator)
         total_loss = 0.0
-        for start in range(0, config.epoch_samples, config.batch_size):
+        for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(train_x[idx].to(device)), train_y[idx].to(device))
             loss.backward()
             optimizer.step()
             total_loss += loss.item() * len(idx)
-        record = {"epoch": epoch, "train_loss": total_loss / config.epoch_samples}
+        record = {"epoch": epoch, "train_loss": total_loss / len(order)}
         if has_val:
             acc = accuracy(model, val_x, val_y, device=device)
             record["val_accuracy"] = acc
@@ -111,6 +135,64 @@ def train_model(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def epoch_order(config: TrainConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The labelled-set positions one epoch visits, in order (see ``sampler``)."""
+    if config.sampler == "pass":
+        return torch.randperm(n, generator=generator)
+    if config.sampler == "paper":
+        return torch.randperm(config.epoch_samples, generator=generator) % n
+    return torch.randint(n, (config.epoch_samples,), generator=generator)
+
+
+def _reinitialise(model: nn.Module) -> None:
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+def _train_until_accuracy(model, train_x, train_y, config: TrainConfig, generator, device, on_epoch) -> list[dict]:
+    """BADGE's rule: epochs of one shuffled pass until the running training accuracy (the
+    fraction of the epoch's examples classified right as they were trained on) reaches
+    ``until_accuracy``; see the module docstring."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict] = []
+    reinitialised = 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        order = epoch_order(config, len(train_x), generator)
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            xb, yb = train_x[idx].to(device), train_y[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            loss.backward()
+            if config.grad_clamp is not None:
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad.clamp_(-config.grad_clamp, config.grad_clamp)
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        train_accuracy = correct / len(order)
+        record = {"epoch": epoch, "train_loss": total_loss / len(order), "train_accuracy": train_accuracy,
+                  "reinitialised": reinitialised, "capped": False}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if train_accuracy >= config.until_accuracy:
+            break
+        if epoch % config.reinit_every == 0 and train_accuracy < config.reinit_below:
+            _reinitialise(model)
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            reinitialised += 1
+    else:
+        history[-1]["capped"] = True
     model.eval()
     return history
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from batchal.acquisition import albl as _albl
 from batchal.acquisition import badge as _badge
 from batchal.acquisition import bait as _bait
 from batchal.acquisition import batchbald as _bb
@@ -293,6 +294,22 @@ def _coreset_run(inputs: Inputs, labelled_embeddings=None):
     return indices, picked, {}
 
 
+def _albl_run(inputs: Inputs, state=None, budget=10_000, labelled_embeddings=None):
+    confidence = _scores.least_confidence(inputs.log_probs_N_K_C)
+    indices, probabilities, new_state = _albl.albl(confidence, inputs.embeddings_N_D, inputs.batch_size, inputs.generator,
+                                                   state, budget, labelled_embeddings)
+    return indices, probabilities, {"state": new_state}
+
+
+def _check_albl_state(value):
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or not isinstance(value.get("log_weights"), list)
+            or len(value["log_weights"]) != len(_albl.EXPERTS) or not isinstance(value.get("pending", []), list)):
+        raise ValueError(f"state must be None or the dict a previous albl selection returned in info['state'], got {str(value)[:80]!r}")
+    return value
+
+
 def _optional_labelled(check: Callable, dims: int, name: str) -> Callable:
     """A checker for an optional input about the labelled set: None, an empty set, or ``check``ed."""
 
@@ -461,4 +478,12 @@ register(Strategy(
     summary="k-DPP with a linear kernel on gradient embeddings (BADGE's baseline), swap-chain MCMC with "
     "ceil(5 k ln k) steps. Score: the pick's squared gradient-embedding norm.",
     options={"steps": _check_optional_steps},
+))
+register(Strategy(
+    "albl", _albl_run, needs_log_probs=True, needs_embeddings=True,
+    summary="ALBL (Hsu & Lin 2015, BADGE's baseline): an EXP4.P bandit over Coreset, Conf and uniform experts, rewarded by "
+    "the importance-weighted accuracy on its queried points; stateful: pass the state of info['state'] back, updated "
+    "with batchal.acquisition.albl.update(state, reward, ...) once the model has retrained. Score: the pick's query probability.",
+    options={"state": _check_albl_state, "budget": lambda v: check_positive_int(v, "budget"),
+             "labelled_embeddings": _check_labelled_embeddings},
 ))

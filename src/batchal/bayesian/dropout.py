@@ -132,6 +132,9 @@ def mc_dropout(model: nn.Module, k: int, seed=None, expand_input: bool = False) 
     """
     k = check_positive_int(k, "k")
     layers = consistent_dropout_layers(model)
+    if not layers and k == 1:  # one deterministic prediction (BADGE's protocol): nothing to sample
+        yield model
+        return
     if not layers:
         raise ValueError(
             "model has no ConsistentMCDropout / ConsistentMCDropout2d layers, so its K predictions would be "

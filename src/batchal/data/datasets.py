@@ -185,6 +185,24 @@ def _load_letter(data_dir=None, download_missing=True, progress=None, verify_fil
     return Dataset("letter", x[:split], y[:split], x[split:], y[split:], list(letters), is_image=False)
 
 
+_CIFAR10_TAR = DataFile("cifar10-jpeg.tar", "839edf26db454edb390deb2877774f3fa7d48f515e4a854e684aa60f148efbb8", idx=False)
+
+
+def _load_cifar10(data_dir=None, download_missing=True, progress=None, verify_files=True) -> Dataset:
+    """CIFAR-10 from the JPEG copy's tar (lossy: accuracies are close to, not equal to, those
+    on the original pixels); never downloaded, there is no official tar of JPEGs."""
+    from batchal.data.image_tar import tar_dataset
+
+    roots = search_roots(data_dir)
+    path = find_file(FileSet("cifar10-jpeg", (_CIFAR10_TAR,)), _CIFAR10_TAR, roots)
+    if path is None:
+        places = "\n  ".join(str(r / "cifar10-jpeg") for r in roots)
+        raise DataError(f"data set 'cifar10': missing cifar10-jpeg.tar. Put it in one of:\n  {places}")
+    if verify_files:
+        verify(path, path.read_bytes(), _CIFAR10_TAR)
+    return tar_dataset(path, "cifar10")
+
+
 def _load_digits(data_dir=None, download_missing=True, progress=None, verify_files=True) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -203,6 +221,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": _load_mnist_like("fashion-mnist", 0.2860, 0.3530, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
     "emnist-balanced": _load_emnist,
     "letter": _load_letter,
+    "cifar10": _load_cifar10,
 }
 
 REPEATED_PREFIX = "repeated-"

@@ -11,18 +11,23 @@ from batchal.data.files import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def load_image(path, image_size: int, grayscale: bool, mean=None, std=None) -> torch.Tensor:
+def load_image(path, image_size: int, grayscale: bool, mean=None, std=None, max_pixels: int = 40_000_000) -> torch.Tensor:
     """One image as a float32 tensor [1 or 3, image_size, image_size]: (x - mean) / std per channel
-    with x in [0, 1] (default mean = std = 0.5, which gives [-1, 1])."""
+    with x in [0, 1] (default mean = std = 0.5, which gives [-1, 1]). An image of more than
+    ``max_pixels`` pixels is refused before it is decoded (a decompression bomb)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise ValueError("reading images needs Pillow: pip install -c constraints.txt -e '.[ray]' (or '.[label]')") from None
     try:
         with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise DataError(f"{path}: {img.width}x{img.height} pixels, over the {max_pixels:,}-pixel limit (a decompression bomb?)")
             img = img.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     x = torch.from_numpy(array)
     x = x[None] if grayscale else x.permute(2, 0, 1)

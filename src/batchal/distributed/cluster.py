@@ -64,6 +64,9 @@ def quiet_ray_data(ray) -> None:
 
 
 def use_threads(num_cpus) -> None:
-    """torch threads = the CPUs Ray gave this worker: more threads than cores slows 2-thread
-    operations 10-25x when several workers share a node."""
-    torch.set_num_threads(max(1, int(num_cpus or 1)))
+    """torch threads = the CPUs Ray gave this worker (at least 1): more threads than cores slows
+    2-thread operations 10-25x when several workers share a node. The one thread policy of
+    ``batchal.threads`` applies it."""
+    from batchal.threads import use_threads as apply
+
+    apply(max(1, int(num_cpus or 1)))

@@ -1,10 +1,18 @@
 """The labelling web app (FastAPI): the page and the JSON API it uses.
 
-API (every request needs the access token, as ``Authorization: Bearer TOKEN`` or the
-``batchal_token`` cookie that ``GET /?token=TOKEN`` sets):
+API (every request needs an access token, as ``Authorization: Bearer TOKEN`` or the
+``batchal_token`` cookie that ``GET /?token=TOKEN`` sets): the owner's token that ``serve``
+prints, or an annotator's personal token from ``batchal label add-annotator``. Every label,
+flag and undo is recorded with the token's annotator; the owner may name one in the body.
 
-- ``GET /api/batch``: ``{"batch_id", "classes", "items": [{"id", "image_url", "label",
-  "suggestion", "probability", "score"}]}``, the current batch chosen by the strategy
+- ``GET /api/me``: ``{"annotator"}``, who this token labels as ("" for the owner).
+- ``POST /api/flag`` with ``{"id", "kind": "unsure" | "bad_image", "note": optional}``: takes
+  the item out of the pool without a label.
+- ``GET /api/review``: items whose annotators disagree, or whose label the model confidently contradicts.
+
+- ``GET /api/batch``: ``{"batch_id", "classes", "keys", "annotator", "waiting", "items": [{"id", "image_url", "label",
+  "suggestion", "probability", "score", "path", "flag"}]}``, this annotator's share of the current batch chosen by the strategy
+  (items held by another annotator are not handed out twice unless ``--overlap`` asks for it; ``waiting``: how many are)
   (``label``: the item's current label or null; ``suggestion`` and ``probability``: the model's
   most probable class, null before a model exists; ``score``: why the item was chosen).
 - ``POST /api/labels`` with ``{"id": ITEM_ID, "label": CLASS, "annotator": optional}``:
@@ -30,6 +38,7 @@ origin; every response forbids framing (``X-Frame-Options: DENY``, CSP ``frame-a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import secrets
@@ -68,10 +77,29 @@ def create_app(project: Project, token: str) -> FastAPI:
     app = FastAPI(title="batchal labelling", docs_url=None, redoc_url=None, openapi_url=None)
     page = resources.files("batchal.labelling").joinpath("page.html").read_text()
 
-    def authorised(request: Request) -> bool:
+    def identity(given: str) -> Optional[str]:
+        """The annotator a token stands for: '' for the owner's, the name for a personal one, None: no access."""
+        if not given:
+            return None
+        if secrets.compare_digest(given.encode(), token.encode()):
+            return ""
+        return project.store.annotator_for(hash_token(given))
+
+    def presented(request: Request) -> str:
         header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
-        return bool(given) and secrets.compare_digest(given.encode(), token.encode())
+        return header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+
+    def authorised(request: Request) -> bool:
+        who = identity(presented(request))
+        request.state.annotator = who
+        return who is not None
+
+    def annotator_of(request: Request, body_annotator=None) -> Optional[str]:
+        """The recorded annotator: the token's; the owner may name one (or stay anonymous: None)."""
+        who = getattr(request.state, "annotator", "")
+        if who:
+            return who
+        return body_annotator if body_annotator else None
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -103,9 +131,9 @@ def create_app(project: Project, token: str) -> FastAPI:
 
     async def require_token(request: Request, call_next):
         if request.url.path == "/" and request.query_params.get("token"):
-            if secrets.compare_digest(request.query_params["token"].encode(), token.encode()):
+            if identity(request.query_params["token"]) is not None:
                 response = RedirectResponse("/", status_code=303)
-                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+                response.set_cookie(COOKIE, request.query_params["token"], httponly=True, samesite="strict")
                 return response
             return _error(401, "wrong access token")
         if not authorised(request):
@@ -127,39 +155,67 @@ def create_app(project: Project, token: str) -> FastAPI:
     async def index():
         return HTMLResponse(page)
 
+    @app.get("/api/me")
+    def get_me(request: Request):
+        return {"annotator": request.state.annotator}
+
     @app.get("/api/batch")
-    def get_batch():
-        batch_id, items = project.current_batch()
+    def get_batch(request: Request):
+        who = request.state.annotator
+        batch_id, items = project.batch_for(who)
+        _, everything = project.current_batch()
+        given = project.store.annotator_labels()
         labels = project.store.current_labels()
+        flagged = project.store.flagged()
         details = {d["id"]: d for d in project.store.batch_details(batch_id)}
+        paths = {i: project.store.item_path(i) for i in items}
+        mine = lambda i: given.get(i, {}).get(who, (None,))[0] if project.overlap > 1 else labels.get(i)
+        waiting = [i for i in everything if i not in items and i not in labels and i not in flagged]
         return {
             "batch_id": batch_id,
             "classes": project.classes,
-            "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": labels.get(i),
+            "keys": project.keys(),
+            "descriptions": project.meta.get("descriptions"),
+            "annotator": who,
+            "waiting": len(waiting),
+            "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": mine(i), "path": paths[i],
+                       "flag": flagged.get(i, {}).get("kind"),
                        "suggestion": details.get(i, {}).get("suggestion"), "probability": details.get(i, {}).get("probability"),
-                       "score": details.get(i, {}).get("score")} for i in items],
+                       "score": details.get(i, {}).get("score"), "random": bool(details.get(i, {}).get("audit"))} for i in items],
         }
 
     @app.post("/api/undo")
-    def post_undo():
-        undone = project.undo()
+    def post_undo(request: Request):
+        undone = project.undo(annotator_of(request))
         if undone is None:
             return _error(409, "nothing to undo")
         return {"ok": True, **undone}
 
+    @app.post("/api/flag")
+    async def post_flag(request: Request):
+        body = await _json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        item_id = body.get("id")
+        if isinstance(item_id, bool) or not isinstance(item_id, int) or not 1 <= item_id <= MAX_ITEM_ID:
+            return _error(400, f"id must be an integer item id, got {str(item_id)[:40]!r}")
+        try:
+            row = await run_in_threadpool(project.flag, item_id, body.get("kind"), body.get("note"), annotator_of(request))
+        except KeyError as exc:
+            return _error(404, str(exc.args[0]))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return {"ok": True, "id": item_id, "kind": body.get("kind"), "flag_id": row}
+
+    @app.get("/api/review")
+    def get_review():
+        return {"items": project.review()}
+
     @app.post("/api/labels")
     async def post_label(request: Request):
-        raw = bytearray()
-        async for chunk in request.stream():  # bodies without Content-Length are limited too
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(bytes(raw))
-        except (ValueError, UnicodeDecodeError, RecursionError):  # bad JSON, numbers of over 4,300 digits, deep nesting
-            return _error(400, 'body must be JSON: {"id": ITEM_ID, "label": CLASS}')
-        if not isinstance(body, dict):
-            return _error(400, 'body must be a JSON object: {"id": ITEM_ID, "label": CLASS}')
+        body = await _json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         item_id, label, annotator = body.get("id"), body.get("label"), body.get("annotator")
         if isinstance(item_id, bool) or not isinstance(item_id, int):
             return _error(400, f"id must be an integer item id, got {str(item_id)[:40]!r}")
@@ -171,9 +227,12 @@ def create_app(project: Project, token: str) -> FastAPI:
             return _error(400, "annotator must be a string of at most 100 characters")
         try:
             # The SQLite commit (fsync) runs in a worker thread, not on the event loop.
-            label_id = await run_in_threadpool(project.add_label, item_id, label, annotator)
+            label_id = await run_in_threadpool(project.add_label, item_id, label, annotator_of(request, annotator),
+                                               request.state.annotator == "")
         except KeyError as exc:
             return _error(404, str(exc.args[0]))
+        except PermissionError as exc:
+            return _error(409, str(exc))
         except ValueError as exc:
             return _error(400, str(exc))
         return {"ok": True, "id": item_id, "label": label, "label_id": label_id}
@@ -200,6 +259,37 @@ def create_app(project: Project, token: str) -> FastAPI:
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     return app
+
+
+async def _json_body(request: Request):
+    """The request's JSON object, or the 4xx answer (bodies without Content-Length are limited too)."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):  # bad JSON, numbers of over 4,300 digits, deep nesting
+        return _error(400, 'body must be JSON: {"id": ITEM_ID, "label": CLASS}')
+    if not isinstance(body, dict):
+        return _error(400, 'body must be a JSON object: {"id": ITEM_ID, "label": CLASS}')
+    return body
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_annotator(project_dir, name: str) -> str:
+    """Register an annotator; returns their personal token (only its hash is stored)."""
+    from batchal.labelling.store import Store
+
+    if not isinstance(name, str) or not name.strip() or len(name) > 100 or any(c in name for c in "\r\n\t"):
+        raise ValueError(f"annotator name must be 1 to 100 characters on one line, got {name!r}")
+    token = new_token()
+    Store(project_dir).add_annotator(name.strip(), hash_token(token))
+    return token
 
 
 def new_token() -> str:

@@ -6,7 +6,18 @@ import csv
 import io
 import json
 
+from batchal.labelling.quality import agreement
 from batchal.labelling.store import Store
+
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value):
+    """A CSV cell a spreadsheet shows as text: text starting like a formula gets a leading '."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def export_labels(project_dir, fmt: str) -> str:
@@ -25,13 +36,22 @@ def export_labels(project_dir, fmt: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["item_id", "path", "label", "annotator", "labelled_at", "times_labelled"])
+        writer.writerow(["item_id", "path", "label", "annotator", "labelled_at", "times_labelled", "annotators", "flag"])
+        given = store.annotator_labels()
+        flags = store.flagged()
         for item_id in sorted(i for i in latest if i in current):
             row = latest[item_id]
-            writer.writerow([item_id, paths[item_id], row["label"], row["annotator"] or "", row["created_at"], len(by_item[item_id])])
+            names = ";".join(f"{a or '(owner)'}={label}" for a, (label, _) in sorted(given.get(item_id, {}).items()))
+            writer.writerow([safe_cell(v) for v in (item_id, paths[item_id], current[item_id], row["annotator"] or "", row["created_at"],
+                                                    len(by_item[item_id]), names, flags.get(item_id, {}).get("kind", ""))])
+        for item_id in sorted(i for i in flags if i not in current):  # flagged, never labelled
+            writer.writerow([safe_cell(v) for v in (item_id, paths[item_id], "", flags[item_id]["annotator"] or "", "", 0, "",
+                                                    flags[item_id]["kind"])])
         return out.getvalue()
-    items = [{"id": i, "path": paths[i], "label": latest[i]["label"], "history": by_item[i]} for i in sorted(latest) if i in current]
-    return json.dumps({"classes": store.meta()["classes"], "items": items}, indent=1) + "\n"
+    items = [{"id": i, "path": paths[i], "label": current[i], "history": by_item[i]} for i in sorted(latest) if i in current]
+    flagged = [{"id": i, "path": paths[i], **f} for i, f in sorted(store.flagged().items())]
+    return json.dumps({"classes": store.meta()["classes"], "items": items, "flagged": flagged,
+                       "agreement": agreement(store.annotator_labels())}, indent=1) + "\n"
 
 
 def export_predictions(project_dir, fmt: str) -> str:
@@ -47,7 +67,7 @@ def export_predictions(project_dir, fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["item_id", "path", "predicted", "probability"])
-        writer.writerows(rows)
+        writer.writerows([[safe_cell(v) for v in row] for row in rows])
         return out.getvalue()
     items = [{"id": i, "path": path, "predicted": label, "probability": p} for i, path, label, p in rows]
     return json.dumps({"classes": store.meta()["classes"], "items": items}, indent=1) + "\n"

@@ -4,14 +4,23 @@
 takes labels and, when asked for the next batch, retrains in a background thread and selects
 it with the project's strategy. The first batch (no labels yet) and any batch before two
 classes are labelled are chosen for diversity: k-center greedy on the downsampled pixels,
-seeded with the labelled items. The model's accuracy is estimated on a held-out slice of the
-labelled items (every 5th, by item id), which also drives early stopping.
+seeded with the labelled items. Every batch also carries a few items drawn uniformly at random
+(the audit items of ``batchal.labelling.quality``): the model's accuracy on them, never trained
+on while it is estimated, is the honest estimate shown with its 95% interval; early stopping
+uses its own split of the training labels.
+
+At real size: the decoded inputs are cached at ``init`` (``inputs.npy``, float16) and memory-
+mapped by every ``serve``; each round scores at most ``score_candidates`` pool items (a
+uniformly random subset, 2,000 by default, seeded by the round), so the next batch is ready in
+seconds whatever the folder's size.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Optional
@@ -26,37 +35,125 @@ from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 from batchal.data.files import DataError
 from batchal.data.images import IMAGE_SUFFIXES, load_image
 from batchal.devices import resolve_device
+from batchal.labelling import quality
 from batchal.labelling.store import Store
 from batchal.models import create_model, load_model, model_names
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
-from batchal.training import TrainConfig, accuracy, train_model
+from batchal.training import TrainConfig, train_model
 
-HOLD_OUT_EVERY = 5
+#: Every k-th training label (by a hash of its id) is the early-stopping split; audit items are never in it.
+EARLY_STOP_EVERY = 5
+#: Pool items scored per round (a random subset when the pool is larger): the batch in seconds on 20,000 images.
+SCORE_CANDIDATES = 2_000
+#: Cached decoded inputs, written at init.
+INPUTS_FILE = "inputs.npy"
+#: Largest image accepted, in pixels (a decompression bomb is refused before it is decoded).
+MAX_PIXELS = 40_000_000
+#: Keys the page keeps for itself: next, undo, skip (unsure), bad image, zoom.
+RESERVED_KEYS = ("n", "u", "s", "x", "z")
+#: Default class keys, in order: digits (1-9, 0), then letters that are not reserved.
+DEFAULT_KEYS = list("1234567890") + [c for c in "abcdefghijklmopqrtvwy" if c not in RESERVED_KEYS]
 
 
-def _scan_images(images_dir: Path, image_size: int, grayscale: bool) -> tuple[list[str], list[dict]]:
-    """Image files under ``images_dir`` (relative paths, sorted) and those skipped, with why:
-    files that cannot be decoded (truncated, not an image) and links that lead out of the folder."""
+def default_keys(classes: list[str]) -> list[Optional[str]]:
+    """Classes named by single distinct digits get their own digit; otherwise digits then
+    letters in order; classes beyond those get no key (their buttons still work)."""
+    if all(len(c) == 1 and c.isdigit() for c in classes) and len(set(classes)) == len(classes):
+        return list(classes)
+    return [DEFAULT_KEYS[i] if i < len(DEFAULT_KEYS) else None for i in range(len(classes))]
+
+
+def read_classes_file(path) -> tuple[list[str], list[Optional[str]], list[Optional[str]]]:
+    """A label file: one class a line, ``name[,key[,description]]`` (CSV; blank lines and lines
+    starting with # ignored). Returns names, keys (None: the default) and descriptions."""
+    import csv
+
+    names, keys, descriptions = [], [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), start=1):
+                if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+                    continue
+                if len(row) > 3:
+                    raise ValueError(f"--classes-file {path}, line {number}: expected name[,key[,description]], got {len(row)} fields")
+                names.append(row[0].strip())
+                key = row[1].strip() if len(row) > 1 and row[1].strip() else None
+                if key is not None and (len(key) != 1 or key.lower() in RESERVED_KEYS or not key.isprintable() or key == " "):
+                    raise ValueError(f"--classes-file {path}, line {number}: key {key!r} must be one character other than "
+                                     f"{', '.join(RESERVED_KEYS)} (the page's own keys)")
+                keys.append(key)
+                descriptions.append(row[2].strip() if len(row) > 2 and row[2].strip() else None)
+    except FileNotFoundError:
+        raise ValueError(f"--classes-file {path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--classes-file {path}: not UTF-8 text ({exc})") from None
+    given = [k for k in keys if k is not None]
+    if len(set(given)) != len(given):
+        raise ValueError(f"--classes-file {path}: a key is given to two classes")
+    return names, keys, descriptions
+
+
+def resolve_keys(classes: list[str], keys: Optional[list[Optional[str]]]) -> list[Optional[str]]:
+    """The given keys, with defaults (not already taken) for the classes that have none."""
+    defaults = default_keys(classes)
+    if not keys:
+        return defaults
+    taken = {k for k in keys if k is not None}
+    spare = [k for k in DEFAULT_KEYS if k not in taken]
+    return [k if k is not None else (spare.pop(0) if spare else None) for k in keys]
+
+
+#: Ways to take an item out of the pool without a label.
+FLAG_KINDS = ("unsure", "bad_image")
+
+
+def _walk(images_dir: Path):
+    """Every path under the folder, sorted, without following links to folders (no loops)."""
+    for dirpath, dirnames, filenames in os.walk(images_dir, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            yield Path(dirpath) / name
+
+
+def regular_file_inside(path: Path, root: Path) -> tuple[Optional[Path], Optional[str]]:
+    """(the resolved file, None) when ``path`` is a regular file inside ``root``, else (None, why):
+    a link out of the folder, a link loop, a FIFO, a device or a folder."""
+    try:
+        target = path.resolve(strict=True)
+        mode = os.stat(target).st_mode
+    except RuntimeError:
+        return None, "a symbolic link loop"
+    except OSError as exc:
+        return None, "a link loop or a broken link" if path.is_symlink() else f"not readable ({exc.strerror})"
+    if not target.is_relative_to(root):
+        return None, "a link to a file outside the images folder"
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        return None, kind
+    return target, None
+
+
+def _scan_images(images_dir: Path, image_size: int, grayscale: bool, mean=None, std=None) -> tuple[list[str], list[dict], list[torch.Tensor]]:
+    """Image files under ``images_dir`` (relative paths, sorted), their decoded inputs, and those
+    skipped, with why: files that cannot be decoded (truncated, not an image, a decompression
+    bomb), FIFOs, devices, link loops and links that lead out of the folder. Never fatal."""
     root = images_dir.resolve()
-    found, skipped = [], []
-    for path in sorted(images_dir.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not (path.is_file() or path.is_symlink()):
+    found, skipped, inputs = [], [], []
+    for path in _walk(images_dir):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         relative = path.relative_to(images_dir).as_posix()
-        target = path.resolve()
-        if not target.is_relative_to(root):
-            skipped.append({"path": relative, "reason": "a link to a file outside the images folder"})
-            continue
-        if not target.is_file():
-            skipped.append({"path": relative, "reason": "not a regular file"})
+        target, why = regular_file_inside(path, root)
+        if target is None:
+            skipped.append({"path": relative, "reason": why})
             continue
         try:
-            load_image(target, image_size, grayscale)
+            inputs.append(load_image(target, image_size, grayscale, mean, std, max_pixels=MAX_PIXELS))
         except DataError as exc:
             skipped.append({"path": relative, "reason": str(exc).split(": ", 1)[-1]})
             continue
         found.append(relative)
-    return found, skipped
+    return found, skipped, inputs
 
 
 def init_project(
@@ -74,6 +171,9 @@ def init_project(
     features=None,
     labels=None,
     stop_patience: int = 3,
+    keys: Optional[list[Optional[str]]] = None,
+    descriptions: Optional[list[Optional[str]]] = None,
+    overlap: int = 1,
 ) -> Store:
     """Register every readable PNG/JPEG under ``images_dir`` (recursively). Unreadable files and
     links out of the folder are skipped and listed (``Store.meta()["skipped"]``), never fatal.
@@ -87,7 +187,9 @@ def init_project(
     by any backbone: a Bayesian head (an MLP with consistent MC dropout) is then trained on the
     labelled rows.
     labels: a CSV of ``path,label`` rows (paths relative to the images folder) already labelled.
-    stop_patience: batches without a better held-out accuracy before the page suggests stopping.
+    stop_patience: the window, in batches, of the stop hint's paired comparison.
+    keys, descriptions: per class (``read_classes_file``); keys default to digits then letters.
+    overlap: labels each item needs from different annotators (1: each item labelled once).
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -95,6 +197,9 @@ def init_project(
     classes = [c.strip() for c in classes]
     if len(classes) < 2 or any(not c for c in classes) or len(set(classes)) != len(classes):
         raise ValueError(f"--classes must name at least two distinct, non-empty classes, got {classes!r}")
+    for name, given in (("keys", keys), ("descriptions", descriptions)):
+        if given is not None and len(given) != len(classes):
+            raise ValueError(f"{name}: {len(given)} given for {len(classes)} classes")
     if strategy not in strategies():
         raise ValueError(f"--strategy must be one of {', '.join(strategies())}; got {strategy!r}")
     user_model = model not in model_names()
@@ -104,7 +209,8 @@ def init_project(
         raise ValueError("--features trains batchal's own head on your features; give either --features or a MODULE:FACTORY --model")
     if weights is not None and not user_model:
         raise ValueError("--weights needs a MODULE:FACTORY --model (registered models train from scratch)")
-    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("mc_samples", mc_samples), ("stop_patience", stop_patience)):
+    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("mc_samples", mc_samples),
+                        ("stop_patience", stop_patience), ("overlap", overlap)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
     mean = std = None
@@ -116,23 +222,40 @@ def init_project(
         _check_output(probe, (1 if grayscale else 3, image_size, image_size), len(classes), model)
     elif model == "mnist_cnn" and image_size < 12 and features is None:
         raise ValueError("--image-size must be >= 12 for the mnist_cnn model")
-    paths, skipped = _scan_images(images_dir, image_size, grayscale)
+    paths, skipped, decoded = _scan_images(images_dir, image_size, grayscale, mean, std)
     if not paths:
         reason = f" ({len(skipped)} skipped: {skipped[0]['path']}: {skipped[0]['reason']}, ...)" if skipped else ""
         raise ValueError(f"--images {images_dir}: no PNG or JPEG images found" + (f" that can be read{reason}" if skipped else ""))
+    if user_model:
+        model = absolute_model_spec(model)
     meta = {"classes": classes, "model": "mlp" if features is not None else model, "strategy": strategy, "batch_size": batch_size,
             "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples,
             "images_root": str(images_dir.resolve()), "skipped": skipped, "stop_patience": stop_patience,
             "weights": str(Path(weights).resolve()) if weights else None,
-            "mean": _as_list(mean), "std": _as_list(std)}
+            "mean": _as_list(mean), "std": _as_list(std), "overlap": overlap,
+            "keys": list(keys) if keys else None, "descriptions": list(descriptions) if descriptions else None}
     if features is not None:
         meta["features"], meta["feature_rows"] = _feature_rows(Path(features), paths, skipped)
     imported = _read_labels_csv(Path(labels), paths, classes) if labels is not None else []
+    meta["inputs_cache"] = INPUTS_FILE if features is None else None
     store = Store.create(Path(project_dir), meta, paths)
+    if features is None:  # every serve memory-maps these instead of decoding the folder again
+        tmp = Path(project_dir) / (INPUTS_FILE + ".tmp.npy")
+        np.save(tmp, torch.stack(decoded).numpy().astype(np.float16))
+        os.replace(tmp, Path(project_dir) / INPUTS_FILE)
     if imported:
         ids = {path: item for item, path in store.item_paths().items()}
         store.add_labels([(ids[path], label) for path, label in imported], annotator="import")
     return store
+
+
+def absolute_model_spec(spec: str) -> str:
+    """A ``file.py:factory`` spec with the file's absolute path (a module spec unchanged), so that
+    serving from another folder finds it."""
+    module, _, factory = spec.rpartition(":")
+    if module.endswith(".py"):
+        return f"{Path(module).resolve()}:{factory}"
+    return spec
 
 
 def _as_list(value):
@@ -205,13 +328,22 @@ def _read_labels_csv(path: Path, paths: list[str], classes: list[str]) -> list[t
 
 
 class Project:
-    def __init__(self, project_dir, train_config: Optional[TrainConfig] = None, device=None):
-        """device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto)."""
+    def __init__(self, project_dir, train_config: Optional[TrainConfig] = None, device=None, overlap: Optional[int] = None,
+                 score_candidates: int = SCORE_CANDIDATES):
+        """device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto).
+        overlap: labels each item needs from different annotators (default: the project's, 1).
+        score_candidates: pool items scored per round (a random subset of a larger pool)."""
         self.device = resolve_device(device)
         self.dir = Path(project_dir)
         self.store = Store(self.dir)
         self.meta = self.store.meta()
         self.classes: list[str] = self.meta["classes"]
+        self.overlap = int(overlap if overlap is not None else self.meta.get("overlap", 1))
+        if self.overlap < 1:
+            raise ValueError(f"--overlap must be an integer >= 1, got {overlap!r}")
+        if isinstance(score_candidates, bool) or not isinstance(score_candidates, int) or score_candidates < 1:
+            raise ValueError(f"score_candidates must be an integer >= 1, got {score_candidates!r}")
+        self.score_candidates = score_candidates
         self.train_config = train_config or TrainConfig(epoch_samples=1024, max_epochs=15, patience=3)
         self._features: Optional[torch.Tensor] = None
         self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
@@ -220,30 +352,50 @@ class Project:
         self._thread: Optional[threading.Thread] = None
         self.state = "idle"
         self.error: Optional[str] = None
-        self.round = 0
+        self.round = self.store.batch_count()
+        self.check_model()
+
+    def check_model(self) -> None:
+        """A user model's file must still be where the project says (checked at serve, not at the first retrain)."""
+        spec = self.meta["model"]
+        module = spec.rpartition(":")[0] if ":" in spec else ""
+        if module.endswith(".py") and not Path(module).is_file():
+            raise ValueError(f"the project's model file {module} is missing (the project was made with --model {spec}); "
+                             "put it back or make the project again")
 
     # --- images ---
     def features(self) -> tuple[list[int], torch.Tensor]:
-        """Every item's model input, loaded once (item ids in order, tensor N x C x H x W)."""
-        if self._features is None and self.meta.get("features"):
+        """Every item's model input, loaded once (item ids in order, tensor N x C x H x W): the
+        inputs cached at init (memory-mapped), the features file, or (projects made before the
+        cache) the images decoded again."""
+        if self._features is not None:
+            return self._item_ids, self._features
+        ids = list(self.store.item_paths())
+        cache = self.dir / self.meta["inputs_cache"] if self.meta.get("inputs_cache") else None
+        if self.meta.get("features"):
             array = np.load(self.meta["features"], mmap_mode="r")
             if isinstance(array, np.lib.npyio.NpzFile):
                 array = array["features"]
-            ids = list(self.store.item_paths())
             self._item_ids = ids
             self._features = torch.from_numpy(np.asarray(array[self.meta["feature_rows"]], dtype=np.float32))
-        if self._features is None:
-            ids, images = [], []
-            for item in self.store.item_paths():
+        elif cache is not None and cache.is_file():
+            array = np.load(cache, mmap_mode="r")
+            if array.shape[0] != len(ids):
+                raise ValueError(f"{cache} holds {array.shape[0]} inputs for {len(ids)} items; the project is damaged")
+            self._item_ids, self._features = ids, torch.from_numpy(np.asarray(array, dtype=np.float32))
+        else:
+            kept, images = [], []
+            for item in ids:
                 path = self.servable_path(item)
                 try:
                     if path is None:
                         raise DataError("no longer a file inside the images folder")
-                    images.append(load_image(path, self.meta["image_size"], self.meta["grayscale"], self.meta.get("mean"), self.meta.get("std")))
-                    ids.append(item)
+                    images.append(load_image(path, self.meta["image_size"], self.meta["grayscale"], self.meta.get("mean"),
+                                             self.meta.get("std"), max_pixels=MAX_PIXELS))
+                    kept.append(item)
                 except DataError as exc:  # damaged after init: skipped and shown in status, never fatal
                     self.unreadable[item] = str(exc)
-            self._item_ids, self._features = ids, torch.stack(images)
+            self._item_ids, self._features = kept, torch.stack(images)
         return self._item_ids, self._features
 
     def image_path(self, item_id: int) -> Optional[Path]:
@@ -257,30 +409,60 @@ class Project:
 
     def servable_path(self, item_id: int) -> Optional[Path]:
         """The item's image file if it is still a regular file inside the images folder, checked
-        at every request (a link swapped in after ``init`` that leads out is refused)."""
+        at every request (a link swapped in after ``init`` that leads out, a loop, a FIFO or a
+        device is refused)."""
         path = self.image_path(item_id)
         if path is None:
             return None
         root = self.meta.get("images_root")
-        target = path.resolve()
-        inside = target.is_relative_to(Path(root).resolve()) if root else target == path
-        return target if inside and target.is_file() else None
+        target, _ = regular_file_inside(path, Path(root).resolve() if root else path.parent.resolve())
+        if target is not None and not root and target != path:
+            return None
+        return target
 
     # --- batches and labels ---
     def current_batch(self) -> tuple[int, list[int]]:
         with self._lock:
             batch = self.store.current_batch()
             if batch is None:
-                self.store.add_batch("diversity", self._diverse_batch())
+                labels = self.store.current_labels()
+                picks = self._diverse_batch(labels)
+                audit = self._audit_items(labels, set(picks), len(picks), seed=0)
+                self._add_batch("diversity", picks, audit)
                 batch = self.store.current_batch()
         return batch
 
-    def add_label(self, item_id: int, label: str, annotator: Optional[str] = None) -> int:
+    def keys(self) -> list[Optional[str]]:
+        """The keyboard key of each class (None: no key; its button still works)."""
+        return resolve_keys(self.classes, self.meta.get("keys"))
+
+    def batch_for(self, annotator: str) -> tuple[int, list[int]]:
+        """The current batch's items this annotator should label (``Store.claim``)."""
+        batch_id, items = self.current_batch()
+        return batch_id, self.store.claim(annotator, items, self.overlap)
+
+    def add_label(self, item_id: int, label: str, annotator: Optional[str] = None, supervisor: bool = True) -> int:
+        """Record a label. A named annotator (``supervisor=False``: a personal token) may not label
+        an item another annotator holds, nor one that already has its ``overlap`` labels
+        (``PermissionError`` saying who holds it); the owner may (corrections, imports)."""
         if self.store.item_path(item_id) is None:
             raise KeyError(f"no item with id {item_id}")
         if label not in self.classes:
             raise ValueError(f"label must be one of {', '.join(self.classes)}; got {label!r}")
+        busy = None if supervisor else self.store.holder(item_id, annotator or "", self.overlap)
+        if busy is not None:
+            raise PermissionError(busy)
         return self.store.add_label(item_id, label, annotator)
+
+    def flag(self, item_id: int, kind: str, note: Optional[str] = None, annotator: Optional[str] = None) -> int:
+        """Take an item out of the pool without a label: ``unsure`` or ``bad_image``, with an optional note."""
+        if self.store.item_path(item_id) is None:
+            raise KeyError(f"no item with id {item_id}")
+        if kind not in FLAG_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FLAG_KINDS)}; got {kind!r}")
+        if note is not None and (not isinstance(note, str) or len(note) > 500):
+            raise ValueError("note must be a string of at most 500 characters")
+        return self.store.add_flag(item_id, kind, note, annotator)
 
     def request_next(self) -> str:
         """Start retraining and selecting the next batch in the background (no-op if already running)."""
@@ -305,26 +487,32 @@ class Project:
         counts = {c: 0 for c in self.classes}
         for label in labels.values():
             counts[label] = counts.get(label, 0) + 1
+        flagged = self.store.flagged()
+        accuracy = [{k: v for k, v in row.items() if k != "per_item"} for row in self.store.accuracy_history()]
         return {
             "items": self.store.item_count(),
             "labelled": len(labels),
             "label_counts": counts,
+            "flagged": len(flagged),
             "batch_id": batch[0] if batch else None,
             "batch_size": len(batch_ids),
-            "batch_labelled": sum(1 for i in batch_ids if i in labels),
+            "batch_labelled": sum(1 for i in batch_ids if i in labels or i in flagged),
             "state": self.state,
             "error": self.error,
             "strategy": self.meta["strategy"],
             "classes": self.classes,
-            "accuracy": self.store.accuracy_history(),
+            "accuracy": accuracy,
             "skipped": self.meta.get("skipped", []) + [{"id": i, "reason": r} for i, r in self.unreadable.items()],
             "done": not self._pool(labels),
             "batches": self.store.batch_history(),
             "stop_hint": self.stop_hint(),
+            "annotators": self.store.annotators(),
+            "overlap": self.overlap,
+            "agreement": quality.agreement(self.store.annotator_labels()),
         }
 
     def undo(self, annotator: Optional[str] = None) -> Optional[dict]:
-        """Undo the last label (a new history row; nothing is deleted)."""
+        """Undo this annotator's last label (a new history row; nothing is deleted; other annotators' labels untouched)."""
         done = self.store.undo_last_label(annotator)
         if done is None:
             return None
@@ -332,19 +520,31 @@ class Project:
         return {"id": item, "label": restored or None, "label_id": row}
 
     def stop_hint(self) -> Optional[str]:
-        """A suggestion to stop: the held-out accuracy has not improved for ``stop_patience``
-        batches, or the predictions on the unlabelled items have stabilised (Cohen's kappa
-        between consecutive models >= 0.99 on average over the last 3 batches)."""
-        accuracies = [row["accuracy"] for row in self.store.accuracy_history()]
-        plateau = AccuracyPlateau(patience=int(self.meta.get("stop_patience", 3)))
+        """A suggestion to stop: the paired gain on the audit items over the last batches is
+        below the estimate's precision (``quality.stop_hint``), or the predictions on the
+        unlabelled items have stabilised (Cohen's kappa between consecutive models >= 0.99 on
+        average over the last 3 batches)."""
+        reasons = []
+        gain = quality.stop_hint(self.store.accuracy_history(), window=int(self.meta.get("stop_patience", 3)))
+        if gain:
+            reasons.append(gain)
         stable = StabilizingPredictions()
         kappas = [b["kappa"] for b in self.store.batch_history()]
-        reasons = []
-        if plateau.should_stop(accuracies):
-            reasons.append(plateau.describe(accuracies))
         if stable.should_stop(kappas):
             reasons.append(stable.describe(kappas))
         return ("Consider stopping: " + "; ".join(reasons) + ".") if reasons else None
+
+    def review(self, confident: float = 0.9) -> list[dict]:
+        """Items to look at again: where annotators disagree, and labelled items where the latest
+        model confidently (probability >= ``confident``) predicts another class."""
+        given = self.store.annotator_labels()
+        labels = self.store.current_labels()
+        out = [{"id": i, "reason": "annotators disagree", "labels": {a or "(owner)": l for a, (l, _) in given[i].items()}}
+               for i in quality.agreement(given)["disagreements"]]
+        for item, (predicted, p) in self.store.labelled_predictions().items():
+            if item in labels and predicted != labels[item] and p >= confident:
+                out.append({"id": item, "reason": f"the model says {predicted} ({p * 100:.0f}%)", "labels": {"current": labels[item]}})
+        return out
 
     def _new_model(self, input_shape: tuple) -> torch.nn.Module:
         spec = self.meta["model"]
@@ -352,11 +552,23 @@ class Project:
             return create_model(spec, input_shape, len(self.classes))
         return load_model(spec, input_shape, len(self.classes), self.meta.get("weights"))
 
-    def _save_weights(self, model: torch.nn.Module) -> None:
-        """The latest trained model's state dict, at PROJECT/model.pt (written atomically)."""
-        tmp = self.dir / "model.pt.tmp"
+    def _save_weights(self, model: torch.nn.Module, name: str = "model.pt") -> Path:
+        """A trained model's state dict, at PROJECT/NAME (written atomically)."""
+        tmp = self.dir / (name + ".tmp")
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, self.dir / "model.pt")
+        os.replace(tmp, self.dir / name)
+        return self.dir / name
+
+    def train_final_model(self) -> Path:
+        """A model trained on every label (audit items included), saved as PROJECT/final-model.pt: the one to export."""
+        labels = self.store.current_labels()
+        if len(set(labels.values())) < 2:
+            raise ValueError(f"{self.dir}: label items of two classes at least before exporting a model")
+        ids, x = self.features()
+        position = {item: n for n, item in enumerate(ids)}
+        items = [i for i in sorted(labels) if i in position]
+        model, _ = self._train(items, labels, x, position)
+        return self._save_weights(model, "final-model.pt")
 
     # --- background work ---
     def _next_batch_safely(self) -> None:
@@ -369,7 +581,8 @@ class Project:
 
     def _pool(self, labels: dict[int, str]) -> list[int]:
         ids, _ = self.features()
-        return [i for i in ids if i not in labels]
+        flagged = self.store.flagged()
+        return [i for i in ids if i not in labels and i not in flagged]
 
     def _diverse_batch(self, labels: Optional[dict[int, str]] = None) -> list[int]:
         labels = labels if labels is not None else self.store.current_labels()
@@ -378,40 +591,84 @@ class Project:
         pool = self._pool(labels)
         if not pool:
             return []
+        if len(pool) > self.score_candidates:
+            g = torch.Generator().manual_seed(self.round)
+            pool = [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
         flat = torch.nn.functional.avg_pool2d(x, 2).flatten(1) if x.dim() == 4 and x.shape[-1] >= 8 else x.flatten(1)
-        labelled = flat[[position[i] for i in labels]] if labels else None
+        known = [position[i] for i in labels if i in position]
+        labelled = flat[known] if known else None
         picks, _ = k_center_greedy(flat[[position[i] for i in pool]], min(self.meta["batch_size"], len(pool)), labelled)
         return [pool[p] for p in picks]
+
+    def _audit_items(self, labels: dict[int, str], picked: set, batch_size: int, seed: int) -> list[int]:
+        """Uniformly random pool items (not picked, not labelled, not flagged) for the estimate."""
+        rest = [i for i in self._pool(labels) if i not in picked]
+        if not rest or batch_size == 0:
+            return []
+        g = torch.Generator().manual_seed(1_000_003 + seed)
+        take = torch.randperm(len(rest), generator=g)[: quality.audit_count(batch_size)].tolist()
+        return [rest[i] for i in take]
+
+    def _add_batch(self, strategy: str, picks: list[int], audit: list[int], details=None, **fields) -> None:
+        """The batch with its audit items at random positions (the labeller cannot tell them
+        apart, so they are labelled with the same care)."""
+        g = torch.Generator().manual_seed(len(picks) * 7919 + self.round)
+        entries = [(i, d, False) for i, d in zip(picks, details or [(None, None, None)] * len(picks))]
+        entries += [(i, (None, None, None), True) for i in audit]
+        order = torch.randperm(len(entries), generator=g).tolist() if audit else list(range(len(entries)))
+        entries = [entries[k] for k in order]
+        self.store.add_batch(strategy, [e[0] for e in entries], details=[e[1] for e in entries], audit=[e[2] for e in entries], **fields)
+
+    def _train(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int]):
+        """A fresh model trained on ``train_ids``; early stopping on every EARLY_STOP_EVERY-th of them (by id)."""
+        stop_ids = [i for i in train_ids if (i * 2654435761) % 2**32 % EARLY_STOP_EVERY == 0] if len(train_ids) >= 10 else []
+        stop_set = set(stop_ids)
+        fit_ids = [i for i in train_ids if i not in stop_set]
+        y_of = lambda items: torch.tensor([self.classes.index(labels[i]) for i in items], dtype=torch.long)
+        x_of = lambda items: x[[position[i] for i in items]]
+        torch.manual_seed(len(labels))
+        model = self._new_model(tuple(x.shape[1:]))
+        train_model(model, x_of(fit_ids), y_of(fit_ids), x_of(stop_ids) if stop_ids else None,
+                    y_of(stop_ids) if stop_ids else None, self.train_config,
+                    generator=torch.Generator().manual_seed(len(labels)), device=self.device)
+        return model, x_of
 
     def _next_batch(self) -> None:
         labels = self.store.current_labels()
         pool = self._pool(labels)
         if not pool:
             return
-        if len(set(labels.values())) < 2:
-            self.store.add_batch("diversity", self._diverse_batch(labels))
-            return
         self.round += 1
+        if len(set(labels.values())) < 2:
+            picks = self._diverse_batch(labels)
+            self._add_batch("diversity", picks, self._audit_items(labels, set(picks), len(picks), self.round))
+            return
         ids, x = self.features()
         position = {item: n for n, item in enumerate(ids)}
-        labelled_ids = sorted(labels)
-        held_out = labelled_ids[HOLD_OUT_EVERY - 1 :: HOLD_OUT_EVERY]
-        held_out_set = set(held_out)
-        train_ids = [i for i in labelled_ids if i not in held_out_set]
-        y_of = lambda items: torch.tensor([self.classes.index(labels[i]) for i in items], dtype=torch.long)
-        x_of = lambda items: x[[position[i] for i in items]]
-        torch.manual_seed(len(labels))
-        model = self._new_model(tuple(x.shape[1:]))
-        train_model(model, x_of(train_ids), y_of(train_ids), x_of(held_out) if held_out else None,
-                    y_of(held_out) if held_out else None, self.train_config,
-                    generator=torch.Generator().manual_seed(len(labels)), device=self.device)
+        audit_all = self.store.audit_items()
+        labelled_ids = [i for i in sorted(labels) if i in position]
+        audited = [i for i in labelled_ids if i in audit_all]
+        train_ids = [i for i in labelled_ids if i not in audit_all]
+        if len({labels[i] for i in train_ids}) < 2:  # the audit items hold a class the training labels lack
+            train_ids = labelled_ids
+            audited = []
+        model, x_of = self._train(train_ids, labels, x, position)
         estimate = None
-        if held_out:
-            estimate = (len(labels), accuracy(model, x_of(held_out), y_of(held_out), device=self.device), len(held_out))
+        if audited:
+            with torch.no_grad():
+                predicted = _predict(model, x_of(audited), self.device)
+            per_item = {i: int(self.classes[int(c)] == labels[i]) for i, c in zip(audited, predicted)}
+            right = sum(per_item.values())
+            low, high = quality.wilson_interval(right, len(audited))
+            estimate = (len(labels), right / len(audited), len(audited), low, high, per_item)
         self.state = "selecting"
         strategy = self.meta["strategy"]
         spec = get_strategy(strategy)
-        pool_x = x_of(pool)
+        candidates = pool
+        if len(pool) > self.score_candidates:
+            g = torch.Generator().manual_seed(self.round)
+            candidates = [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
+        pool_x = x_of(candidates)
         inputs = {}
         if spec.needs_embeddings or strategy == "coreset":
             embeddings, log_probs_1 = predict_embeddings(model, pool_x, device=self.device)
@@ -421,27 +678,49 @@ class Project:
         elif spec.needs_log_probs:
             inputs["log_probs_N_K_C"] = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
         else:
-            inputs["embeddings_N_D"] = torch.zeros(len(pool), 1)
+            inputs["embeddings_N_D"] = torch.zeros(len(candidates), 1)
         options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
-        selection = select(strategy, min(self.meta["batch_size"], len(pool)), seed=self.round, **inputs, **options)
-        # Suggestions: the model's mean prediction for every unlabelled item (MC average where
-        # the strategy sampled, the dropout-off prediction otherwise).
+        selection = select(strategy, min(self.meta["batch_size"], len(candidates)), seed=self.round, **inputs, **options)
+        # Suggestions: the model's mean prediction for every scored item (MC average where the
+        # strategy sampled, the dropout-off prediction otherwise), and for the labelled items
+        # (what the review view compares their labels with).
         lp = inputs.get("log_probs_N_K_C")
         if lp is None:
             lp = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
         probs = predictive_probs(lp).cpu()
         best_p, best_c = probs.max(1)
-        predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(pool, best_c, best_p)]
-        picks = selection.indices.tolist()
-        details = [(self.classes[int(best_c[p])], float(best_p[p]), float(selection.scores[n])) for n, p in enumerate(picks)]
+        predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(candidates, best_c, best_p)]
+        if labelled_ids:
+            lab_probs = predictive_probs(predict_log_probs(model, x_of(labelled_ids), 1, seed=0, device=self.device)).cpu()
+            lab_p, lab_c = lab_probs.max(1)
+            predictions += [(item, self.classes[int(c)], float(p)) for item, c, p in zip(labelled_ids, lab_c, lab_p)]
+        scores = selection.scores.tolist()
+        if strategy == "batchbald":  # the running I(y_1..y_n; w) -> each pick's own marginal gain
+            scores = [scores[0]] + [b - a for a, b in zip(scores, scores[1:])] if scores else []
+        # Items labelled or flagged while the model trained never enter the new batch.
+        now_taken = set(self.store.current_labels()) | set(self.store.flagged())
+        kept = [(n, p) for n, p in enumerate(selection.indices.tolist()) if candidates[p] not in now_taken]
+        picks = [candidates[p] for _, p in kept]
+        details = [(self.classes[int(best_c[p])], float(best_p[p]), float(scores[n])) for n, p in kept]
         information = float(selection.scores[-1]) if strategy == "batchbald" else float(selection.scores.sum())
         # Stabilizing predictions: agreement with the previous model on the items both predicted.
         before = self.store.predictions()
-        common = [(before[item][0], label) for item, label, _ in predictions if item in before]
+        common = [(before[item][0], label) for item, label, _ in predictions if item in before and item not in labels]
         kappa = cohen_kappa(*zip(*common)) if len(common) >= 10 else None
         self._save_weights(model)
+        taken_now = {**labels, **{i: "" for i in now_taken}}
+        audit = self._audit_items(taken_now, set(picks), len(picks), self.round)
         # The accuracy row, the batch and the predictions commit together: a crash in between
         # leaves none of them, so a retry never writes a second accuracy row for the same labels.
-        self.store.add_batch(strategy, [pool[p] for p in picks], accuracy=estimate, details=details,
-                             information=information, predictions=predictions, kappa=kappa)
+        self._add_batch(strategy, picks, audit, details=details, accuracy=estimate, information=information,
+                        predictions=predictions, kappa=kappa)
+
+
+def _predict(model: torch.nn.Module, x: torch.Tensor, device) -> torch.Tensor:
+    """Classes predicted with dropout off."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), 1024):
+        out.append(model(x[start : start + 1024].to(device)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -50,6 +50,28 @@ CREATE TABLE IF NOT EXISTS accuracy (
 
 DB_NAME = "project.sqlite"
 
+#: Tables added after the first release (created on open when missing).
+_ADDED_TABLES = """
+CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (item_id, annotator)
+);
+CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator TEXT,
+    kind TEXT NOT NULL,
+    note TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+#: An unlabelled item stays claimed by the annotator it was handed to for this long.
+CLAIM_SECONDS = 600.0
+
 #: Columns added after the first release: (table, column, type). Older projects gain them on open.
 _ADDED_COLUMNS = [
     ("labels", "undoes", "INTEGER"),            # the label row this row undoes (its label: the one before, '' for none)
@@ -58,6 +80,10 @@ _ADDED_COLUMNS = [
     ("batch_items", "score", "REAL"),           # why it was chosen: its acquisition score
     ("batches", "information", "REAL"),         # the batch's score (BatchBALD: I(y_1..y_b; w); top-b: the sum)
     ("batches", "kappa", "REAL"),               # Cohen's kappa between this model's predictions and the last one's
+    ("batch_items", "audit", "INTEGER"),        # 1: a uniformly random item, for the accuracy estimate only
+    ("accuracy", "low", "REAL"),                # the estimate's 95% interval (Wilson)
+    ("accuracy", "high", "REAL"),
+    ("accuracy", "per_item", "TEXT"),           # JSON {item id: 1 right / 0 wrong} on the audit items
 ]
 
 #: The label of an item that an undo returned to "not labelled".
@@ -71,6 +97,9 @@ class Store:
             raise FileNotFoundError(f"{project_dir} is not a labelling project (no {DB_NAME}); create it with `batchal label init`")
         self._local = threading.local()
         with self.write() as con:  # projects from earlier versions gain the newer tables and columns
+            for statement in _ADDED_TABLES.split(";"):
+                if statement.strip():
+                    con.execute(statement)
             _add_columns(con)
             con.execute("CREATE TABLE IF NOT EXISTS predictions (item_id INTEGER PRIMARY KEY REFERENCES items(id), "
                         "label TEXT NOT NULL, probability REAL NOT NULL)")
@@ -86,6 +115,7 @@ class Store:
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            con.executescript(_ADDED_TABLES)
             _add_columns(con)
             with con:
                 con.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
@@ -136,26 +166,47 @@ class Store:
     def item_paths(self) -> dict[int, str]:
         return dict(self.con.execute("SELECT id, path FROM items ORDER BY id"))
 
-    def current_labels(self) -> dict[int, str]:
-        """The latest label of every labelled item (an item whose latest row is an undo to
-        'not labelled' is not labelled)."""
+    def annotator_labels(self) -> dict[int, dict[str, tuple[str, int]]]:
+        """Every item's latest label from each annotator: {item: {annotator: (label, row id)}}
+        (an annotator whose latest row for the item is an undo to 'not labelled' is left out;
+        labels without an annotator count as the annotator '')."""
         rows = self.con.execute(
-            "SELECT item_id, label FROM labels WHERE id IN (SELECT MAX(id) FROM labels GROUP BY item_id) AND label != ? ORDER BY item_id",
-            (UNLABELLED,),
+            "SELECT item_id, COALESCE(annotator, ''), label, id FROM labels WHERE id IN "
+            "(SELECT MAX(id) FROM labels GROUP BY item_id, COALESCE(annotator, '')) ORDER BY item_id"
         )
-        return dict(rows)
+        out: dict[int, dict[str, tuple[str, int]]] = {}
+        for item, annotator, label, row in rows:
+            if label != UNLABELLED:
+                out.setdefault(item, {})[annotator] = (label, row)
+        return out
+
+    def current_labels(self) -> dict[int, str]:
+        """Every labelled item's label: the majority of its annotators' latest labels, a tie
+        going to the most recent of the tied labels (one annotator: the latest label)."""
+        out = {}
+        for item, given in self.annotator_labels().items():
+            votes: dict[str, list[int]] = {}
+            for label, row in given.values():
+                votes.setdefault(label, []).append(row)
+            out[item] = max(votes, key=lambda label: (len(votes[label]), max(votes[label])))
+        return out
 
     def label_history(self) -> list[dict]:
         rows = self.con.execute("SELECT id, item_id, label, annotator, created_at, undoes FROM labels ORDER BY id")
         return [dict(zip(("id", "item_id", "label", "annotator", "created_at", "undoes"), r)) for r in rows]
 
     def batch_details(self, batch_id: int) -> list[dict]:
-        rows = self.con.execute("SELECT item_id, suggestion, probability, score FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
-        return [dict(zip(("id", "suggestion", "probability", "score"), r)) for r in rows]
+        rows = self.con.execute("SELECT item_id, suggestion, probability, score, audit FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
+        return [dict(zip(("id", "suggestion", "probability", "score", "audit"), r)) for r in rows]
 
     def batch_history(self) -> list[dict]:
         rows = self.con.execute("SELECT id, strategy, information, kappa, created_at FROM batches ORDER BY id")
         return [dict(zip(("id", "strategy", "information", "kappa", "created_at"), r)) for r in rows]
+
+    def labelled_predictions(self) -> dict[int, tuple[str, float]]:
+        """The latest model's prediction for the items that were labelled when it was trained."""
+        labelled = self.current_labels()
+        return {i: v for i, v in self.predictions().items() if i in labelled}
 
     def predictions(self) -> dict[int, tuple[str, float]]:
         return {i: (label, p) for i, label, p in self.con.execute("SELECT item_id, label, probability FROM predictions ORDER BY item_id")}
@@ -171,8 +222,89 @@ class Store:
         return self.con.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
 
     def accuracy_history(self) -> list[dict]:
-        rows = self.con.execute("SELECT labelled, accuracy, held_out, created_at FROM accuracy ORDER BY id")
-        return [dict(zip(("labelled", "accuracy", "held_out", "created_at"), r)) for r in rows]
+        rows = self.con.execute("SELECT labelled, accuracy, held_out, low, high, per_item, created_at FROM accuracy ORDER BY id")
+        keys = ("labelled", "accuracy", "held_out", "low", "high", "per_item", "created_at")
+        out = [dict(zip(keys, r)) for r in rows]
+        for row in out:
+            row["per_item"] = {int(k): v for k, v in json.loads(row["per_item"]).items()} if row["per_item"] else {}
+        return out
+
+    def audit_items(self) -> set[int]:
+        """Items drawn uniformly at random for the accuracy estimate (never trained on while it is estimated)."""
+        return {r[0] for r in self.con.execute("SELECT item_id FROM batch_items WHERE audit = 1")}
+
+    def flagged(self) -> dict[int, dict]:
+        """Items taken out of the pool by a skip or flag: {item: {kind, note, annotator}} (latest)."""
+        rows = self.con.execute("SELECT item_id, kind, note, annotator FROM flags WHERE id IN (SELECT MAX(id) FROM flags GROUP BY item_id)")
+        return {i: {"kind": k, "note": n, "annotator": a} for i, k, n, a in rows if k != "unflag"}
+
+    def add_flag(self, item_id: int, kind: str, note: Optional[str], annotator: Optional[str]) -> int:
+        with self.write() as con:
+            return con.execute("INSERT INTO flags(item_id, kind, note, annotator, created_at) VALUES (?, ?, ?, ?, ?)",
+                               (item_id, kind, note, annotator, time.time())).lastrowid
+
+    # --- annotators and claims ---
+    def add_annotator(self, name: str, token_sha256: str) -> None:
+        with self.write() as con:
+            if con.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
+                raise ValueError(f"an annotator named {name!r} already exists")
+            con.execute("INSERT INTO annotators(name, token_sha256, created_at) VALUES (?, ?, ?)", (name, token_sha256, time.time()))
+
+    def annotator_for(self, token_sha256: str) -> Optional[str]:
+        row = self.con.execute("SELECT name FROM annotators WHERE token_sha256 = ?", (token_sha256,)).fetchone()
+        return row[0] if row else None
+
+    def annotators(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT name FROM annotators ORDER BY created_at")]
+
+    def claim(self, annotator: str, batch_items: list[int], overlap: int, now: Optional[float] = None) -> list[int]:
+        """The items of the batch this annotator should label now: those it holds or labelled,
+        plus a fair share of the items that still need labels and that nobody else holds
+        (an item needs ``overlap`` labels from different annotators), up to the batch's size
+        times ``overlap`` divided by the number of registered annotators. One transaction, so two
+        annotators asking at once never get the same item beyond ``overlap``."""
+        now = time.time() if now is None else now
+        with self.write() as con:
+            con.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_SECONDS,))
+            given = self.annotator_labels()
+            flagged = self.flagged()
+            holders: dict[int, set[str]] = {}
+            for item, who in con.execute("SELECT item_id, annotator FROM claims"):
+                holders.setdefault(item, set()).add(who)
+            mine, open_items = [], []
+            for item in batch_items:
+                labelled_by = set(given.get(item, {}))
+                if annotator in labelled_by or annotator in holders.get(item, set()):
+                    mine.append(item)
+                elif item not in flagged and len(labelled_by | holders.get(item, set())) < overlap:
+                    open_items.append(item)
+            if annotator == "":  # the owner's token: sees every item no named annotator holds, claims nothing
+                held = {i for i, whos in holders.items() if whos - set(given.get(i, {}))}
+                return [i for i in batch_items if i not in held or i in given]
+            # A fair share of the batch for each registered annotator; whoever finishes early takes
+            # more of what is left (claims of an idle annotator lapse after CLAIM_SECONDS).
+            team = con.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
+            share = -(-len(batch_items) * overlap // max(1, team))
+            pending = [i for i in mine if annotator not in given.get(i, {})]
+            take = open_items[: max(0, share - len(pending))]
+            con.executemany("INSERT OR REPLACE INTO claims(item_id, annotator, claimed_at) VALUES (?, ?, ?)",
+                            [(i, annotator, now) for i in pending + take])
+            return [i for i in batch_items if i in set(mine) | set(take)]
+
+    def holder(self, item_id: int, annotator: str, overlap: int, now: Optional[float] = None) -> Optional[str]:
+        """Why ``annotator`` may not label the item now (another annotator holds it, or it has
+        its ``overlap`` labels), or None when it may."""
+        now = time.time() if now is None else now
+        given = set(self.annotator_labels().get(item_id, {}))
+        if annotator in given:
+            return None
+        others = {r[0] for r in self.con.execute("SELECT annotator FROM claims WHERE item_id = ? AND claimed_at >= ? AND annotator != ?",
+                                                 (item_id, now - CLAIM_SECONDS, annotator))}
+        if len(given | others) >= overlap:
+            who = sorted(others - given)
+            return (f"item {item_id} is being labelled by {', '.join(who)}" if who else
+                    f"item {item_id} already has {len(given)} label(s) (overlap {overlap})")
+        return None
 
     # --- writes ---
     def add_label(self, item_id: int, label: str, annotator: Optional[str]) -> int:
@@ -185,41 +317,49 @@ class Store:
         self,
         strategy: str,
         item_ids: list[int],
-        accuracy: Optional[tuple[int, float, int]] = None,
+        accuracy: Optional[tuple] = None,
         details: Optional[list[tuple[Optional[str], Optional[float], Optional[float]]]] = None,
         information: Optional[float] = None,
         predictions: Optional[list[tuple[int, str, float]]] = None,
         kappa: Optional[float] = None,
+        audit: Optional[list[bool]] = None,
     ) -> int:
         """A new batch, and with it in the same transaction what the model that chose it said:
         its accuracy estimate (labelled, accuracy, held_out), each item's (suggestion,
         probability, score), the batch's information and the predictions for every item."""
         details = details or [(None, None, None)] * len(item_ids)
+        audit = audit or [False] * len(item_ids)
         with self.write() as con:
-            if accuracy is not None:
-                con.execute("INSERT INTO accuracy(labelled, accuracy, held_out, created_at) VALUES (?, ?, ?, ?)", (*accuracy, time.time()))
+            if accuracy is not None:  # (labelled, accuracy, n[, low, high, per_item])
+                labelled, acc, n, *rest = accuracy
+                low, high, per_item = (rest + [None, None, None])[:3]
+                con.execute("INSERT INTO accuracy(labelled, accuracy, held_out, low, high, per_item, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (labelled, acc, n, low, high, json.dumps(per_item) if per_item is not None else None, time.time()))
             if predictions is not None:
                 con.execute("DELETE FROM predictions")
                 con.executemany("INSERT INTO predictions(item_id, label, probability) VALUES (?, ?, ?)", predictions)
             batch_id = con.execute("INSERT INTO batches(strategy, created_at, information, kappa) VALUES (?, ?, ?, ?)",
                                    (strategy, time.time(), information, kappa)).lastrowid
-            con.executemany("INSERT INTO batch_items(batch_id, position, item_id, suggestion, probability, score) VALUES (?, ?, ?, ?, ?, ?)",
-                            [(batch_id, i, item, *d) for i, (item, d) in enumerate(zip(item_ids, details))])
+            con.executemany("INSERT INTO batch_items(batch_id, position, item_id, suggestion, probability, score, audit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(batch_id, i, item, *d, int(a)) for i, (item, d, a) in enumerate(zip(item_ids, details, audit))])
             return batch_id
 
     def undo_last_label(self, annotator: Optional[str] = None) -> Optional[tuple[int, str, int]]:
-        """Undo the latest label that is not an undo and not undone yet, by a new row holding the
-        item's label from before it ('' when it had none); nothing is deleted. Returns
-        (item_id, restored label, new row id), or None when there is nothing to undo."""
+        """Undo this annotator's latest label that is not an undo and not undone yet, by a new
+        row holding the annotator's label of the item from before it ('' when it had none);
+        nothing is deleted, and other annotators' labels are never touched. Returns (item_id,
+        restored label, new row id), or None when there is nothing to undo."""
+        who = annotator or ""
         with self.write() as con:
             row = con.execute(
-                "SELECT id, item_id FROM labels WHERE undoes IS NULL AND id NOT IN "
-                "(SELECT undoes FROM labels WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1"
+                "SELECT id, item_id FROM labels WHERE undoes IS NULL AND COALESCE(annotator, '') = ? AND id NOT IN "
+                "(SELECT undoes FROM labels WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1", (who,)
             ).fetchone()
             if row is None:
                 return None
             target, item_id = row
-            before = con.execute("SELECT label FROM labels WHERE item_id = ? AND id < ? ORDER BY id DESC LIMIT 1", (item_id, target)).fetchone()
+            before = con.execute("SELECT label FROM labels WHERE item_id = ? AND id < ? AND COALESCE(annotator, '') = ? "
+                                 "ORDER BY id DESC LIMIT 1", (item_id, target, who)).fetchone()
             restored = before[0] if before else UNLABELLED
             cur = con.execute("INSERT INTO labels(item_id, label, annotator, created_at, undoes) VALUES (?, ?, ?, ?, ?)",
                               (item_id, restored, annotator, time.time(), target))
