@@ -212,6 +212,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_table(results, first.acquisition_size, thresholds))
         print()
         print(COUNTING_NOTE)
+        from batchal.report import write_report
+
+        report_dir = out / "report"
+        thresholds_text = ",".join(f"{t:g}" for t in thresholds)
+        path = write_report([folders[key] for key in folders if folders[key].exists()], report_dir, thresholds)
+        print(f"\nPlots (learning curves, labels needed) and a summary: {path}"
+              f"\n(rewrite them any time with: batchal report {out / first.dataset} --out {report_dir} --thresholds {thresholds_text})")
     if failed:
         print(f"batchal: error: {len(failed)} run(s) failed: {', '.join(failed)}; the others finished", file=sys.stderr)
         return 1
@@ -240,7 +247,16 @@ def _run_on_ray(args, configs, folders, results) -> list[str]:
     return [name for name in names if outcomes[name].error is not None]
 
 
+def _needs_pyarrow(command: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ValueError(f"batchal {command} reads and writes Parquet, which needs pyarrow (Ray is not needed in-process): "
+                         "pip install -c constraints.txt -e '.[score]'")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
+    _needs_pyarrow("score")
     from batchal.distributed.scoring import ScoreJob, score_pool
 
     shape = _split_list(args.input_shape, "--input-shape", int) if args.input_shape else None
@@ -275,6 +291,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    _needs_pyarrow("select")
     from batchal.distributed.selection import select_scored
 
     picks = select_scored(args.scored, args.strategy, args.batch_size, args.seed, beta=args.beta, num_samples=args.num_samples,
@@ -298,7 +315,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    for name in strategies():
+    names = args.names or strategies()
+    unknown = [n for n in names if n not in strategies()]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(strategies())}")
+    for name in names:
         print(describe(name))
         print()
     return 0
@@ -348,7 +369,7 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
     import socket
 
-    project = Project(args.project, device=args.device, overlap=args.overlap)
+    project = Project(args.project, device=args.device, overlap=args.overlap, score_candidates=args.score_candidates)
     try:  # a port in use is refused before anything is printed that would lead to another server
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
             probe.bind((args.host, args.port))
@@ -473,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(func=cmd_datasets)
 
     strategies_cmd = sub.add_parser("strategies", help="list the acquisition strategies with their formulas and options")
+    strategies_cmd.add_argument("names", nargs="*", help="only these strategies (default: all)")
     strategies_cmd.set_defaults(func=cmd_strategies)
 
     report = sub.add_parser("report", help="plots and a Markdown summary of finished runs")
@@ -507,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8765)
     serve_cmd.add_argument("--token", help="access token (default: a fresh random one)")
+    serve_cmd.add_argument("--score-candidates", dest="score_candidates", type=int, default=1000,
+                           help="pool items scored per round, a random subset of a larger pool (default 1000: a batch in seconds)")
     serve_cmd.add_argument("--overlap", type=int, help="labels each item needs from different annotators (default: the project's)")
     serve_cmd.add_argument("--device", default="cpu", help="where the model retrains and selects: cpu (default), cuda, cuda:N or auto")
     serve_cmd.set_defaults(func=cmd_label_serve)

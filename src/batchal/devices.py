@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-#: The names accepted besides a torch.device: cpu, cuda, cuda:N and auto (cuda when there is one).
+#: The names accepted besides a torch.device: cpu (or cpu:0), cuda, cuda:N and auto (cuda when there is one).
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
 
 
@@ -27,6 +27,8 @@ def resolve_device(device, name: str = "device") -> torch.device:
         raise ValueError(f"{name} must be {DEVICE_HELP}, got {device!r}")
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu:0":  # torch's own name for the one CPU device
+        text = "cpu"
     if text != "cpu" and text != "cuda" and not (text.startswith("cuda:") and text[5:].isdigit()):
         raise ValueError(f"{name} must be {DEVICE_HELP}, got {device!r}")
     resolved = torch.device(text)

@@ -299,6 +299,8 @@ def read_results(path: Path) -> list[dict]:
     """
     if not path.exists():
         return []
+    if not path.is_file():
+        raise RunFileError(f"{path} is a folder or another non-file; a run's results.jsonl must be a file: move it away and run again")
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     rows: list[dict] = []
@@ -320,8 +322,10 @@ def read_results(path: Path) -> list[dict]:
     return rows
 
 
-def check_rows_match(rows: list[dict], config: "ExperimentConfig", path: Path, dataset_size: int, unavailable: set) -> None:
-    """Refuse rows that this run's configuration could not have written (``RunFileError``)."""
+def check_rows_match(rows: list[dict], config: "ExperimentConfig", path: Path, dataset_size: int, unavailable: set,
+                     labels: Optional[torch.Tensor] = None) -> None:
+    """Refuse rows that this run's configuration could not have written (``RunFileError``),
+    including acquired labels that are not the data set's labels of those items."""
     expected = config.initial_size
     for number, row in enumerate(rows, start=1):
         where = f"{path}, line {number}"
@@ -339,6 +343,11 @@ def check_rows_match(rows: list[dict], config: "ExperimentConfig", path: Path, d
                 raise RunFileError(f"{where}: acquired index {i} is outside the data set ({dataset_size} training points)")
             if i in unavailable:
                 raise RunFileError(f"{where}: acquired index {i} is in this run's validation or initial set")
+        if labels is not None:
+            for i, label in zip(row["acquired"], row["acquired_labels"]):
+                if label != int(labels[i]):
+                    raise RunFileError(f"{where}: acquired item {i} is recorded with label {label!r} but the data set labels it "
+                                       f"{int(labels[i])}; the file was edited or belongs to other data")
         expected += len(row["acquired"])
 
 
@@ -363,6 +372,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def read_config(path: Path) -> dict:
     """A run's ``config.json`` as a dict, or ``RunFileError`` naming the file."""
+    if path.exists() and not path.is_file():
+        raise RunFileError(f"{path} is a folder or another non-file; a run's config.json must be a file: move it away and run again")
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -426,7 +437,8 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
     rows = read_results(results_path)  # checked before the configuration may change
     _write_config(run_dir, config)
     splits = Splits.make(data, config)
-    check_rows_match(rows, config, results_path, len(data.train_y), set(splits.initial.tolist()) | set(splits.validation.tolist()))
+    check_rows_match(rows, config, results_path, len(data.train_y), set(splits.initial.tolist()) | set(splits.validation.tolist()),
+                     labels=data.train_y)
     if rows and rows[-1].get("stop_reason") == "budget" and rows[-1]["labelled"] < config.budget:
         # The budget grew: the final round is run again, now acquiring, and the run goes on.
         rows.pop()

@@ -98,7 +98,8 @@ def model_names() -> list[str]:
 def create_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if name not in _MODELS:
         raise ValueError(f"model must be one of {', '.join(_MODELS)}; got {name!r}")
-    return convert_dropout(_MODELS[name](tuple(input_shape), num_classes))
+    # Models without dropout (BADGE's) are deliberate: they are scored with K = 1.
+    return convert_dropout(_MODELS[name](tuple(input_shape), num_classes), warn=False)
 
 
 def default_model(dataset_name: str, input_shape: tuple[int, ...]) -> str:
@@ -112,7 +113,8 @@ def default_model(dataset_name: str, input_shape: tuple[int, ...]) -> str:
 
 def load_model(spec: str, input_shape: tuple[int, ...], num_classes: Optional[int] = None, weights=None) -> nn.Module:
     """A model from a registered name (``mnist_cnn``, ...) or a user's ``MODULE:FACTORY``
-    (``package.module:make_model`` or ``path/to/file.py:make_model``, called with no arguments),
+    (``package.module:make_model`` or ``path/to/file.py:make_model``, called with no arguments or
+    with ``(input_shape, num_classes)``, whichever its signature asks for),
     its dropout made consistent, with the state dict in ``weights`` (a ``.pt`` file) loaded.
     Registered names need ``num_classes``."""
     if not isinstance(spec, str) or not spec:
@@ -127,7 +129,7 @@ def load_model(spec: str, input_shape: tuple[int, ...], num_classes: Optional[in
         factory = getattr(module, factory_name, None)
         if not callable(factory):
             raise ValueError(f"--model {spec}: {module_name} has no callable {factory_name!r}")
-        model = factory()
+        model = _call_factory(factory, spec, input_shape, num_classes)
         if not isinstance(model, nn.Module):
             raise ValueError(f"--model {spec}: {factory_name}() returned {type(model).__name__}, expected a torch.nn.Module")
         convert_dropout(model)
@@ -147,6 +149,29 @@ def load_model(spec: str, input_shape: tuple[int, ...], num_classes: Optional[in
         except RuntimeError as exc:
             raise ValueError(f"--weights {weights} do not fit --model {spec}: {exc}") from None
     return model.eval()
+
+
+def _call_factory(factory, spec: str, input_shape, num_classes):
+    """``factory()`` or ``factory(input_shape, num_classes)``, whichever its signature takes; any
+    other signature, or a failure inside it, is one line naming the spec."""
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(factory).parameters.values()
+                  if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    if len(params) == 2:
+        args = (tuple(input_shape), num_classes)
+    elif not params:
+        args = ()
+    else:
+        raise ValueError(f"--model {spec}: the factory must take no arguments or (input_shape, num_classes); "
+                         f"it requires {', '.join(p.name for p in params)}")
+    try:
+        return factory(*args)
+    except Exception as exc:  # the user's code: reported in one line, with what it was called with
+        raise ValueError(f"--model {spec}: calling it with {args or 'no arguments'} failed ({type(exc).__name__}: {exc})") from None
 
 
 def _import_module(name: str, spec: str):

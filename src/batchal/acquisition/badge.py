@@ -43,7 +43,10 @@ class GradientEmbeddings:
 
     @property
     def squared_norms_N(self) -> torch.Tensor:
-        return (self.a_N_C**2).sum(1) * (self.h_N_D**2).sum(1)
+        # By row blocks: h_N_D**2 whole would be a second N x D float64 copy.
+        h_sq = torch.cat([(block**2).sum(1) for block in self.h_N_D.split(max(1, (1 << 19) // max(1, self.h_N_D.shape[1])))]) \
+            if self.h_N_D.shape[0] else self.h_N_D.new_zeros(0)
+        return (self.a_N_C**2).sum(1) * h_sq
 
     def inner_products(self, index: int) -> torch.Tensor:
         """<g_n, g_index> for every n: (a_n . a_i)(h_n . h_i)."""

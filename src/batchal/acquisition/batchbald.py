@@ -421,7 +421,7 @@ def batchbald(
     cache_K_N_C = None
     if N * K * C * (torch.finfo(screen_dtype).bits // 8) <= memory_bytes:
         cache_K_N_C = torch.empty(K, N, C, dtype=screen_dtype, device=device)
-        step = max(1, 2**24 // (K * C))
+        step = max(1, 2**19 // (K * C))  # a few MiB of temporaries at a time
         for i in range(0, N, step):
             cache_K_N_C[:, i : i + step] = probs_of(slice(i, i + step), screen_dtype).permute(1, 0, 2)
 

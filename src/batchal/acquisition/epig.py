@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-_CHUNK_ELEMENTS = 1 << 22  # float64 elements of the joint per chunk
+_CHUNK_ELEMENTS = 1 << 20  # float64 elements of the joint per chunk (8 MiB)
 
 
 def epig(log_probs_N_K_C: torch.Tensor, target_log_probs_T_K_C: torch.Tensor) -> torch.Tensor:
@@ -32,12 +32,19 @@ def epig(log_probs_N_K_C: torch.Tensor, target_log_probs_T_K_C: torch.Tensor) ->
     target_entropy_T = -torch.special.xlogy(target_T_K_C.mean(1), target_T_K_C.mean(1)).sum(1)
     target_K_TC = target_T_K_C.permute(1, 0, 2).reshape(K, T * C2)
     out_N = torch.empty(N, dtype=torch.float64, device=device)
-    step = max(1, _CHUNK_ELEMENTS // max(1, C * T * C2))
-    for start in range(0, N, step):
-        probs_n_K_C = torch.softmax(log_probs_N_K_C[start : start + step].double(), dim=2)
+    # The joint of n candidates and t targets is (n C) x (t C) float64: at most _CHUNK_ELEMENTS
+    # of it at a time (chunked over the targets too, so C = 1,000 stays bounded).
+    t_step = max(1, min(T, _CHUNK_ELEMENTS // max(1, C * C2)))
+    n_step = max(1, _CHUNK_ELEMENTS // max(1, C * t_step * C2)) if t_step == T else 1
+    for start in range(0, N, n_step):
+        probs_n_K_C = torch.softmax(log_probs_N_K_C[start : start + n_step].double(), dim=2)
         n = probs_n_K_C.shape[0]
-        joint_nC_TC = (probs_n_K_C.permute(0, 2, 1).reshape(n * C, K) @ target_K_TC) / K
-        joint_entropy_n_T = -torch.special.xlogy(joint_nC_TC, joint_nC_TC).reshape(n, C, T, C2).sum((1, 3))
+        left_nC_K = probs_n_K_C.permute(0, 2, 1).reshape(n * C, K)
+        joint_entropy_n_T = torch.empty(n, T, dtype=torch.float64, device=device)
+        for t0 in range(0, T, t_step):
+            t = min(t_step, T - t0)
+            joint_nC_tC = (left_nC_K @ target_K_TC[:, t0 * C2 : (t0 + t) * C2]) / K
+            joint_entropy_n_T[:, t0 : t0 + t] = -torch.special.xlogy(joint_nC_tC, joint_nC_tC).reshape(n, C, t, C2).sum((1, 3))
         marginal_n_C = probs_n_K_C.mean(1)
         entropy_n = -torch.special.xlogy(marginal_n_C, marginal_n_C).sum(1)
         out_N[start : start + n] = (entropy_n[:, None] + target_entropy_T[None, :] - joint_entropy_n_T).mean(1)

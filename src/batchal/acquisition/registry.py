@@ -8,9 +8,11 @@ validates inputs and options once, in the same way for all of them, then calls t
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from batchal.acquisition import albl as _albl
@@ -29,7 +31,8 @@ from batchal.acquisition.validation import (
     check_positive_float,
     check_positive_int,
     check_random_state,
-    embedding_scale,
+    embedding_exponent,
+    rescale,
 )
 
 
@@ -160,13 +163,14 @@ def select(
             f"C = {log_probs_N_K_C.shape[2]}; both must come from the same model"
         )
     pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
-    scale = embedding_scale(embeddings_N_D, checked.get("labelled_embeddings"))
-    if scale != 1.0:
+    exponent = embedding_exponent(embeddings_N_D, checked.get("labelled_embeddings"))
+    scale = math.ldexp(1.0, exponent) if exponent < 1024 else math.inf
+    if exponent != 0:
         # Squared distances of such features would overflow (or underflow) float64; a power of
         # two rescales exactly and leaves distance-based picks unchanged.
-        embeddings_N_D = embeddings_N_D * scale
+        embeddings_N_D = rescale(embeddings_N_D, exponent)
         if checked.get("labelled_embeddings") is not None:
-            checked["labelled_embeddings"] = checked["labelled_embeddings"] * scale
+            checked["labelled_embeddings"] = rescale(checked["labelled_embeddings"], exponent)
     inputs = Inputs(
         batch_size=check_batch_size(batch_size, pool_size),
         generator=check_random_state(seed),
@@ -175,8 +179,8 @@ def select(
         progress=progress,
     )
     indices, picked_scores, info = spec.run(inputs, **checked)
-    if scale != 1.0:
-        info = {**info, "embedding_scale": scale}
+    if exponent != 0:
+        info = {**info, "embedding_scale": scale, "embedding_scale_log2": exponent}
     return Selection(
         indices=torch.as_tensor(indices, dtype=torch.long).detach().cpu(),
         scores=torch.as_tensor(picked_scores, dtype=torch.float64).detach().cpu(),
@@ -316,8 +320,8 @@ def _optional_labelled(check: Callable, dims: int, name: str) -> Callable:
     def checker(value):
         if value is None:
             return None
-        if isinstance(value, torch.Tensor) and value.dim() == dims and value.shape[0] == 0:
-            return value
+        if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == dims and value.shape[0] == 0:
+            return torch.as_tensor(value).detach().double()  # an empty labelled set: nothing is labelled yet
         return check(value, name=name)
 
     return checker
@@ -442,7 +446,7 @@ register(Strategy(
 ))
 register(Strategy(
     "epig", _epig_run, needs_log_probs=True, needs_embeddings=False,
-    summary=(_epig.__doc__ or "").strip().splitlines()[0] + " Top-b of EPIG(x) = E_x* I(y; y* | x, x*), the mean over "
+    summary=" ".join((_epig.__doc__ or "").strip().split("\n\n")[0].split()) + " Top-b of EPIG(x) = E_x* I(y; y* | x, x*), the mean over "
     "target_log_probs (T x K x C, the same K samples), by default a seeded subsample of 256 pool points. Score: EPIG in nats.",
     options={"target_log_probs": _check_target_log_probs},
 ))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 # Rows of N checked at a time, so that checking a large pool needs little extra memory.
-_CHECK_CHUNK_ELEMENTS = 1 << 24
+_CHECK_CHUNK_ELEMENTS = 1 << 19  # elements checked at a time (float64 temporaries of a few MiB)
 
 #: |logsumexp_c log p_c| allowed before float32/float64 log-probabilities count as unnormalised.
 NORMALISATION_TOLERANCE = 1e-3
@@ -37,7 +37,7 @@ def normalisation_tolerance(dtype: torch.dtype, num_classes: int) -> float:
     return max(NORMALISATION_TOLERANCE, eps * (4 + math.log(num_classes)))
 
 
-def as_float_tensor(value, name: str, ndim: int, shape_hint: str) -> torch.Tensor:
+def as_float_tensor(value, name: str, ndim: int, shape_hint: str, allow_integers: bool = False) -> torch.Tensor:
     """Return ``value`` as a floating-point tensor with ``ndim`` dimensions, or raise.
 
     numpy arrays of any layout (negative strides, Fortran order) are accepted; the result is
@@ -56,7 +56,10 @@ def as_float_tensor(value, name: str, ndim: int, shape_hint: str) -> torch.Tenso
     if value.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions ({shape_hint}), got shape {tuple(value.shape)}")
     if not value.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
+        if allow_integers and value.dtype != torch.bool and not value.is_complex():
+            value = value.double()  # integer features (counts, pixel values) are exact in float64
+        else:
+            raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
     if value.shape[0] == 0:
         raise ValueError(f"{name} holds an empty pool (N = 0, shape {tuple(value.shape)}); nothing can be selected")
     if any(s == 0 for s in value.shape[1:]):
@@ -103,7 +106,7 @@ def check_log_probs(log_probs_N_K_C, name: str = "log_probs_N_K_C") -> torch.Ten
 
 def check_embeddings(embeddings_N_D, name: str = "embeddings_N_D") -> torch.Tensor:
     """Check an N x D feature matrix: two dimensions, every value finite."""
-    embeddings_N_D = as_float_tensor(embeddings_N_D, name, 2, "N x D")
+    embeddings_N_D = as_float_tensor(embeddings_N_D, name, 2, "N x D", allow_integers=True)
     for start, chunk in _row_chunks(embeddings_N_D):
         finite = torch.isfinite(chunk)
         if not finite.all():
@@ -114,14 +117,32 @@ def check_embeddings(embeddings_N_D, name: str = "embeddings_N_D") -> torch.Tens
     return embeddings_N_D
 
 
-def embedding_scale(*embeddings: torch.Tensor | None) -> float:
-    """1.0, or the power of two that brings the largest |feature| near 1 when squared distances
-    between these features would overflow (or underflow) float64. A power of two rescales
-    exactly, and distance-based picks do not depend on the scale."""
-    largest = max((float(e.abs().max()) for e in embeddings if e is not None and e.numel()), default=0.0)
+def _max_abs(tensor: torch.Tensor) -> float:
+    """max |x| without a full-size temporary: the largest of the row chunks' maxima and minima."""
+    return max(max(abs(float(chunk.max())), abs(float(chunk.min()))) for _, chunk in _row_chunks(tensor))
+
+
+def embedding_exponent(*embeddings: torch.Tensor | None) -> int:
+    """0, or the power of two e such that features * 2^e have their largest |value| near 1, when
+    squared distances between these features would overflow (or underflow) float64. A power of
+    two rescales exactly, and distance-based picks do not depend on the scale."""
+    largest = max((_max_abs(e) for e in embeddings if e is not None and e.numel()), default=0.0)
     if largest == 0.0 or 1 / EMBEDDING_RESCALE_THRESHOLD <= largest <= EMBEDDING_RESCALE_THRESHOLD:
-        return 1.0
-    return 2.0 ** -math.frexp(largest)[1]
+        return 0
+    return -math.frexp(largest)[1]
+
+
+def embedding_scale(*embeddings: torch.Tensor | None) -> float:
+    """The factor 2^e of ``embedding_exponent`` (inf where it exceeds float64: subnormal features)."""
+    exponent = embedding_exponent(*embeddings)
+    return math.ldexp(1.0, exponent) if exponent < 1024 else math.inf
+
+
+def rescale(embeddings: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``embeddings * 2^exponent`` in float64 (a float32 feature below 2^-126 rescaled would
+    overflow float32), in two exact steps (2^1029 itself does not fit a float64)."""
+    half = exponent // 2
+    return embeddings.double() * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
 
 
 def check_batch_size(batch_size, pool_size: int) -> int:
@@ -164,7 +185,7 @@ def check_random_state(seed) -> torch.Generator:
         return generator
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise ValueError(f"seed must be None, an int or a torch.Generator, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    if seed < 0 or seed >= 2**64:
+        raise ValueError(f"seed must be >= 0 and below 2^64, got {seed}")
     generator.manual_seed(int(seed))
     return generator

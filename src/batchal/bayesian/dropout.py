@@ -108,17 +108,44 @@ def consistent_dropout_layers(model: nn.Module) -> list[_ConsistentDropout]:
     return [m for m in model.modules() if isinstance(m, _ConsistentDropout)]
 
 
-def convert_dropout(model: nn.Module) -> nn.Module:
+class DropoutWarning(UserWarning):
+    """A model whose MC-dropout samples would all be equal (no dropout, or dropout with p = 0)."""
+
+
+def convert_dropout(model: nn.Module, warn: bool = True) -> nn.Module:
     """Replace, in place, every ``nn.Dropout`` by ``ConsistentMCDropout`` and every
-    ``nn.Dropout1d/2d/3d`` by ``ConsistentMCDropout2d`` (same p). Returns the model."""
+    ``nn.Dropout1d/2d/3d`` by ``ConsistentMCDropout2d`` (same p). Returns the model.
+
+    Warns (``DropoutWarning``) when the model then has no dropout layer to sample (its dropout,
+    if any, is functional ``F.dropout``, which cannot be converted) or only layers with p = 0
+    (common in pretrained and Hugging Face models): every MC sample would be the same, and
+    BALD and BatchBALD would score nothing but rounding noise."""
+    _convert(model)
+    layers = consistent_dropout_layers(model)
+    if not warn:
+        return model
+    if not layers:
+        import warnings
+
+        warnings.warn(f"convert_dropout found no nn.Dropout module in {type(model).__name__}: its K MC-dropout samples would be "
+                      "identical (functional F.dropout cannot be converted; add nn.Dropout modules, or use "
+                      "posterior='ensemble', or a strategy that needs no samples such as badge or margin)", DropoutWarning, stacklevel=2)
+    elif all(layer.p == 0 for layer in layers):
+        import warnings
+
+        warnings.warn(f"every dropout layer of {type(model).__name__} has p = 0 (usual in pretrained models): its K MC-dropout "
+                      "samples would be identical; set p > 0 on them (e.g. 0.1) before scoring", DropoutWarning, stacklevel=2)
+    return model
+
+
+def _convert(model: nn.Module) -> None:
     for name, child in list(model.named_children()):
         if isinstance(child, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
             setattr(model, name, ConsistentMCDropout2d(child.p))
         elif isinstance(child, nn.Dropout):
             setattr(model, name, ConsistentMCDropout(child.p))
         else:
-            convert_dropout(child)
-    return model
+            _convert(child)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,9 @@ def connect(address: str):
     import logging
 
     try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+        # "local" is Ray's own word for a new local instance: address=None would first join an
+        # existing cluster ($RAY_ADDRESS or the last one started on this machine).
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         raise ValueError(f"--ray {address}: cannot reach a Ray cluster there ({type(exc).__name__}: {exc}); "

@@ -11,7 +11,7 @@ uses its own split of the training labels.
 
 At real size: the decoded inputs are cached at ``init`` (``inputs.npy``, float16) and memory-
 mapped by every ``serve``; each round scores at most ``score_candidates`` pool items (a
-uniformly random subset, 2,000 by default, seeded by the round), so the next batch is ready in
+uniformly random subset, 1,000 by default, seeded by the round), so the next batch is ready in
 seconds whatever the folder's size.
 """
 
@@ -43,8 +43,10 @@ from batchal.training import TrainConfig, train_model
 
 #: Every k-th training label (by a hash of its id) is the early-stopping split; audit items are never in it.
 EARLY_STOP_EVERY = 5
-#: Pool items scored per round (a random subset when the pool is larger): the batch in seconds on 20,000 images.
-SCORE_CANDIDATES = 2_000
+#: Pool items scored per round (a random subset when the pool is larger): the batch in seconds on
+#: 20,000 images. Scoring is the round's largest cost (K forward passes per item): on 2 cores, 1,000
+#: candidates with the default CNN and K = 20 take about 4 s (results/benchmarks/labelling.txt).
+SCORE_CANDIDATES = 1_000
 #: Cached decoded inputs, written at init.
 INPUTS_FILE = "inputs.npy"
 #: Largest image accepted, in pixels (a decompression bomb is refused before it is decoded).
@@ -215,7 +217,7 @@ def init_project(
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
     mean = std = None
     if user_model:
-        probe = load_model(model, (1, 1, 1), len(classes), weights)  # the input size may come from the model
+        probe = load_model(model, (1 if grayscale else 3, image_size, image_size), len(classes), weights)  # the input size may come from the model
         image_size = int(getattr(probe, "input_size", image_size))
         grayscale = int(getattr(probe, "input_channels", 1 if grayscale else 3)) == 1
         mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)

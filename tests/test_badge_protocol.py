@@ -1,0 +1,211 @@
+"""BADGE's protocol: training to 99%, its models, CIFAR from a tar, ALBL's bandit, the penalty
+rule, and the BatchBALD paper's fixed initial set."""
+
+import io
+import math
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import batchal
+from batchal.acquisition import albl
+from batchal.experiment import INITIAL_PRESETS, ExperimentConfig, Splits, fixed_initial_indices
+from batchal.models import create_model
+from batchal.penalty import checkpoints, column_means, normalised_errors, paired_winner, setting_penalty, weighted_cdf
+from batchal.training import TrainConfig, train_model
+
+BADGE = dict(lr=1e-3, batch_size=16, sampler="pass", until_accuracy=0.99, grad_clamp=0.1)
+
+
+def blobs(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 5, generator=g) * 0.3 + torch.eye(3, 5)[y] * 3
+    return x, y
+
+
+def test_training_runs_until_the_epochs_running_accuracy_reaches_99_percent():
+    x, y = blobs()
+    model = create_model("badge_mlp", (5,), 3)
+    history = train_model(model, x, y, None, None, TrainConfig(max_epochs=500, **BADGE))
+    assert history[-1]["train_accuracy"] >= 0.99 and not history[-1]["capped"]
+    assert all(h["train_accuracy"] < 0.99 for h in history[:-1])  # it stopped at the first epoch that reached it
+
+
+def test_unreachable_accuracy_hits_the_stated_cap_and_reinitialises():
+    x = torch.randn(64, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(2))  # random labels: nothing to learn fast
+    model = create_model("badge_mlp", (5,), 3)
+    history = train_model(model, x, y, None, None, TrainConfig(max_epochs=6, reinit_every=2, reinit_below=1.0, **BADGE))
+    assert len(history) == 6 and history[-1]["capped"] and history[-1]["reinitialised"] == 2
+
+
+def test_every_gradient_element_is_clamped(monkeypatch):
+    x, y = blobs(64)
+    model = create_model("badge_mlp", (5,), 3)
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        seen.append(max(float(p.grad.abs().max()) for group in self.param_groups for p in group["params"] if p.grad is not None))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    train_model(model, x * 100, y, None, None, TrainConfig(max_epochs=2, **{**BADGE, "grad_clamp": 1e-3, "until_accuracy": 1.0}))
+    assert seen and max(seen) <= 1e-3 * (1 + 1e-6)  # float32 rounding of the bound
+
+
+def test_badge_models_shapes_and_embedding_sizes():
+    mlp_img = create_model("badge_mlp", (1, 28, 28), 10)
+    mlp_tab = create_model("badge_mlp", (16,), 26)
+    assert mlp_img[-1].in_features == 256 and mlp_img[-1].bias is None
+    assert mlp_tab[-1].in_features == 1024
+    resnet = create_model("resnet18_narrow", (3, 32, 32), 10)
+    widths = sorted({m.out_channels for m in resnet.modules() if isinstance(m, nn.Conv2d)})
+    assert widths == [16, 32, 64, 128] and sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in resnet.modules()) == 17
+    vgg = create_model("vgg16", (3, 32, 32), 10)
+    assert sum(isinstance(m, nn.Conv2d) for m in vgg.modules()) == 13
+    x = torch.randn(4, 3, 32, 32)
+    for model, dim in ((resnet, 128), (vgg, 512)):
+        embeddings, log_probs = batchal.predict_embeddings(model, x)
+        assert embeddings.shape == (4, dim) and log_probs.shape == (4, 1, 10)
+    embeddings, _ = batchal.predict_embeddings(mlp_img, torch.randn(3, 1, 28, 28))
+    assert embeddings.shape == (3, 256)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        create_model("vgg16", (3, 16, 16), 10)
+
+
+def _png(array):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tar(path, sizes=None):
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w") as tar:
+        for split, n in (("train", 4), ("test", 2)):
+            for cls in ("cat", "ant"):
+                for i in range(n):
+                    side = (sizes or {}).get((split, cls, i), 8)
+                    data = _png(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+                    info = tarfile.TarInfo(f"./{split}/{cls}/{i:04d}.png")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def test_image_tar_loader_reads_splits_classes_and_normalises(tmp_path):
+    pytest.importorskip("PIL")
+    from batchal.data.files import DataError
+    from batchal.data.image_tar import tar_dataset
+
+    write_tar(tmp_path / "small.tar")
+    data = tar_dataset(tmp_path / "small.tar", "small")
+    assert data.class_names == ["ant", "cat"] and data.train_x.shape == (8, 3, 8, 8) and data.test_x.shape == (4, 3, 8, 8)
+    assert data.train_y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # sorted by path: ant before cat
+    assert torch.allclose(data.train_x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    write_tar(tmp_path / "mixed.tar", sizes={("train", "cat", 2): 9})
+    with pytest.raises(DataError, match="cat/0002.png is \\(9, 9\\) pixels"):
+        tar_dataset(tmp_path / "mixed.tar", "mixed")
+    (tmp_path / "junk.tar").write_bytes(b"not a tar")
+    with pytest.raises(DataError, match="not a readable tar file"):
+        tar_dataset(tmp_path / "junk.tar", "junk")
+
+
+def test_exp4p_update_matches_the_formula_and_rewards_the_expert_that_chose():
+    state = {"log_weights": [0.0, 0.0, 0.0], "pending": [{"q": 0.2, "xi": [1.0, 0.0, 0.01], "vhat": [5.0, 3.0, 1.0]}]}
+    new = albl.update(state, reward=0.6, pool_size=100, budget=50, delta=0.1)
+    p_min = albl.min_probability(3, 100, 50)
+    bonus = math.sqrt(math.log(3 / 0.1) / (100 * 50))
+    expected = [p_min / 2 * (xi * 0.6 / 0.2 + v * bonus) for xi, v in zip([1.0, 0.0, 0.01], [5.0, 3.0, 1.0])]
+    assert np.allclose(new["log_weights"], np.array(expected) - max(expected))
+    assert new["pending"] == [] and new["log_weights"][0] > new["log_weights"][1] > new["log_weights"][2]
+
+
+def test_albl_learns_to_follow_the_better_expert_on_a_toy():
+    """Each query is rewarded 1 when Conf advised it and 0 otherwise: the weight moves from
+    Coreset to Conf, round after round."""
+    g = torch.Generator().manual_seed(0)
+    N = 60
+    log_probs = torch.log_softmax(torch.randn(N, 1, 4, generator=g) * 2, 2)
+    embeddings = torch.randn(N, 6, generator=g)
+    state, conf_q = None, []
+    for round_ in range(15):
+        sel = batchal.select("albl", 4, log_probs_N_K_C=log_probs, embeddings_N_D=embeddings, seed=round_, state=state, budget=60)
+        state = sel.info["state"]
+        for pick in state["pending"]:
+            state = albl.update({**state, "pending": [pick]}, 1.0 if pick["xi"][1] == 1.0 else 0.0, N, 60)
+        weights = np.exp(state["log_weights"])
+        conf_q.append(weights[1] / weights[0])
+    coreset, conf = weights[0], weights[1]
+    assert conf > 1.1 * coreset  # EXP4.P learns slowly: each step is p_min / 2 * r / q
+    assert conf_q[-1] > conf_q[len(conf_q) // 2] > conf_q[0] > 1  # Conf keeps gaining on Coreset
+    # (the uniform expert also gains: EXP4.P's exploration bonus v_hat is largest for it)
+
+
+def test_albl_state_is_checked():
+    lp = torch.log_softmax(torch.randn(20, 1, 3), 2)
+    with pytest.raises(ValueError, match="state must be None or the dict"):
+        batchal.select("albl", 2, log_probs_N_K_C=lp, embeddings_N_D=torch.randn(20, 4), state={"log_weights": [0.0]})
+
+
+def test_penalty_rule_on_a_hand_computed_case():
+    # b = 10, initial 100: checkpoints 100, 110, 120, 140 (random reaches 99% of its final 0.80 at 140).
+    counts = [100, 110, 120, 130, 140, 150, 160]
+    rand = {c: a for c, a in zip(counts, [0.50, 0.60, 0.70, 0.75, 0.795, 0.80, 0.80])}
+    assert checkpoints(100, 10, counts, rand) == [100, 110, 120, 140]
+    curves = {
+        "random": {s: dict(rand) for s in range(3)},
+        "good": {s: {c: a + 0.05 + 0.001 * s for c, a in rand.items()} for s in range(3)},  # always ahead, seeds agree
+        "noisy": {s: {c: a + (0.05 if s == 0 else -0.05) for c, a in rand.items()} for s in range(3)},  # no significant difference
+    }
+    names, P, points = setting_penalty(curves, 100, 10)
+    assert names == ["good", "noisy", "random"] and points == [100, 110, 120, 140]
+    g, n, r = 0, 1, 2
+    assert P[g, r] == pytest.approx(1.0) and P[g, n] == pytest.approx(0.0) and P[r, g] == 0 and P[n, r] == 0
+    assert column_means(P)[r] == pytest.approx(1 / 3)  # random lost every checkpoint to one of three algorithms
+    assert paired_winner([0.9, 0.8, 0.85], [0.5, 0.4, 0.45]) == "a" and paired_winner([0.5, 0.6], [0.6, 0.5]) is None
+    errors = normalised_errors(curves, points)
+    assert errors["random"] == [(1.0, 0.25)] * 4
+    assert weighted_cdf(errors["random"], np.array([0.99, 1.0])).tolist() == [0.0, 1.0]
+
+
+def test_the_batchbald_papers_fixed_initial_set_is_two_of_each_mnist_class(shared_data_dir):
+    from batchal.data import load_dataset
+
+    indices = fixed_initial_indices("batchbald-paper")
+    assert indices == INITIAL_PRESETS["batchbald-paper"] and len(indices) == 20
+    data = load_dataset("mnist", shared_data_dir)
+    assert np.bincount(data.train_y[indices].numpy(), minlength=10).tolist() == [2] * 10
+    config = ExperimentConfig(dataset="mnist", initial_size=20, initial_indices="batchbald-paper", validation_size=1024).resolved(data)
+    splits = Splits.make(data, config)
+    assert splits.initial.tolist() == indices and not set(splits.validation.tolist()) & set(indices)
+    with pytest.raises(ValueError, match="initial_indices holds 20 indices but initial_size is 10"):
+        ExperimentConfig(dataset="mnist", initial_size=10, initial_indices="batchbald-paper")
+
+
+def test_random_initial_labels_are_not_balanced():
+    from batchal.data import load_dataset
+
+    data = load_dataset("digits")
+    config = ExperimentConfig(dataset="digits", initial_size=30, initial_selection="random", validation_size=0).resolved(data)
+    counts = np.bincount(data.train_y[Splits.make(data, config).initial].numpy(), minlength=10)
+    assert counts.sum() == 30 and counts.max() - counts.min() > 1  # a uniform draw, not 3 of each
+
+
+def test_a_badge_protocol_run_records_its_training_and_albl_state(tmp_path):
+    from batchal.experiment import run_experiment
+
+    config = ExperimentConfig(dataset="digits", strategy="albl", acquisition_size=20, initial_size=20, initial_selection="random",
+                              budget=60, validation_size=0, mc_samples=1, test_mc_samples=1, model="badge_mlp",
+                              train=TrainConfig(lr=1e-3, sampler="pass", until_accuracy=0.99, grad_clamp=0.1, max_epochs=300))
+    rows = run_experiment(config, tmp_path / "run")
+    assert [r["labelled"] for r in rows] == [20, 40, 60]
+    assert all(r["training"]["train_accuracy"] >= 0.99 or r["training"]["capped"] for r in rows)
+    assert len(rows[1]["strategy_state"]["queried"]) == 40 and rows[1]["strategy_state"]["log_weights"] != [0.0, 0.0, 0.0]
+    assert run_experiment(config, tmp_path / "run") == rows  # resumed: the state came back from the rows

@@ -1,0 +1,159 @@
+"""Bad files, stored model paths, factory mistakes, CSV injection, many classes, flags, the port in use."""
+
+import csv
+import io
+import json
+import os
+import socket
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from test_labelling import write_images  # noqa: E402
+
+from batchal.cli import main  # noqa: E402
+from batchal.labelling import Project, export_labels, init_project  # noqa: E402
+from batchal.labelling.app import create_app  # noqa: E402
+from batchal.labelling.project import default_keys, read_classes_file  # noqa: E402
+
+TOKEN = "hygiene-token"
+
+
+def bomb_png(path, side=30_000):
+    """A tiny PNG whose header claims side x side pixels (what a decompression bomb declares; its
+    data are only a few rows, since nothing may decode it anyway)."""
+    raw = zlib.compress((b"\x00" + b"\x00" * side) * 4, 9)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def test_bombs_link_loops_fifos_and_links_out_are_listed_and_skipped(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, count=12)
+    bomb_png(images / "bomb.png")
+    assert (images / "bomb.png").stat().st_size < 100_000
+    os.symlink("loop-b.png", images / "loop-a.png")
+    os.symlink("loop-a.png", images / "loop-b.png")
+    os.mkfifo(images / "pipe.png")
+    os.symlink("/dev/zero", images / "device.png")
+    (images / "sub").mkdir()
+    os.symlink(images, images / "sub" / "back-up")  # a folder loop: never followed
+    store = init_project(tmp_path / "proj", images, [str(d) for d in range(10)], model="mlp", image_size=8, batch_size=3)
+    skipped = {entry["path"]: entry["reason"] for entry in store.meta()["skipped"]}
+    assert "decompression bomb" in skipped["bomb.png"]
+    assert "loop" in skipped["loop-a.png"] and "loop" in skipped["loop-b.png"]
+    assert skipped["pipe.png"] == "a FIFO"
+    assert "outside the images folder" in skipped["device.png"]
+    assert store.item_count() == 12
+    # Serving refuses a file swapped for a FIFO after init, and keeps going.
+    project = Project(tmp_path / "proj")
+    victim = min(project.store.item_paths())
+    path = project.image_path(victim)
+    path.unlink()
+    os.mkfifo(path)
+    with TestClient(create_app(project, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        assert c.get(f"/api/items/{victim}/image").status_code == 404
+        assert c.get("/api/status").status_code == 200
+
+
+def test_the_model_file_is_stored_absolutely_and_checked_at_serve(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", count=12)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.py").write_text(
+        "from torch import nn\n"
+        "def make(input_shape, num_classes):\n"  # a factory that takes the shape and classes
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(int(__import__('math').prod(input_shape)), 16), nn.Dropout(0.5), nn.ReLU(), nn.Linear(16, num_classes))\n"
+        "def needs_more(a, b, c):\n    return None\n"
+        "def broken():\n    raise RuntimeError('no weights here')\n"
+    )
+    monkeypatch.chdir(tmp_path / "models")
+    store = init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="net.py:make", image_size=12)
+    assert store.meta()["model"] == f"{tmp_path / 'models' / 'net.py'}:make"
+    monkeypatch.chdir(tmp_path)  # serving from another folder finds it
+    project = Project(tmp_path / "proj")
+    assert project._new_model((1, 12, 12))(torch.zeros(1, 1, 12, 12)).shape == (1, 10)
+    for spec, message in (("net.py:needs_more", "must take no arguments or (input_shape, num_classes); it requires a, b, c"),
+                          ("net.py:broken", "failed (RuntimeError: no weights here)")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            init_project(tmp_path / f"p-{spec[-5:]}", tmp_path / "images", [str(d) for d in range(10)], model=str(tmp_path / "models" / spec))
+    (tmp_path / "models" / "net.py").unlink()
+    with pytest.raises(ValueError, match="model file .*net.py is missing"):
+        Project(tmp_path / "proj")
+
+
+def test_csv_export_is_safe_from_formula_injection(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("=HYPERLINK(1).png", "+cmd.png", "-x.png", "@sum.png", "plain.png"):
+        Image.fromarray(np.full((12, 12), 100, np.uint8)).save(images / name)
+    store = init_project(tmp_path / "proj", images, ["=evil", "b"], model="mlp", image_size=8, batch_size=2)
+    store.add_labels([(i, "=evil") for i in store.item_paths()], annotator="=cmd|' /C calc'!A0")
+    rows = list(csv.reader(io.StringIO(export_labels(tmp_path / "proj", "csv"))))[1:]
+    cells = [cell for row in rows for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
+    assert "'=HYPERLINK(1).png" in cells and "'=evil" in cells and "plain.png" in cells
+
+
+def test_keys_for_any_number_of_classes_and_a_label_file(tmp_path):
+    assert default_keys([str(d) for d in range(10)]) == [str(d) for d in range(10)]
+    many = [f"class{i}" for i in range(40)]
+    keys = default_keys(many)
+    given = [k for k in keys if k]
+    assert len(given) == len(set(given)) == 31 and keys[:11] == list("1234567890") + ["a"]
+    assert not {"n", "u", "s", "x", "z"} & set(given)  # the page's own keys stay free
+    (tmp_path / "labels.csv").write_text("# name,key,description\ncat,c,a small feline\ndog,,\nbird,b,has feathers\n")
+    names, file_keys, descriptions = read_classes_file(tmp_path / "labels.csv")
+    assert names == ["cat", "dog", "bird"] and file_keys == ["c", None, "b"] and descriptions[0] == "a small feline"
+    (tmp_path / "bad.csv").write_text("cat,n\n")
+    with pytest.raises(ValueError, match="line 1: key 'n' must be one character other than"):
+        read_classes_file(tmp_path / "bad.csv")
+    write_images(tmp_path / "images", count=12)
+    assert main(["label", "init", str(tmp_path / "proj"), "--images", str(tmp_path / "images"), "--classes-file",
+                 str(tmp_path / "labels.csv"), "--model", "mlp", "--image-size", "8"]) == 0
+    project = Project(tmp_path / "proj")
+    assert project.classes == ["cat", "dog", "bird"] and project.keys() == ["c", "1", "b"]
+    with TestClient(create_app(project, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        batch = c.get("/api/batch").json()
+        assert batch["keys"] == ["c", "1", "b"] and batch["descriptions"][2] == "has feathers"
+
+
+def test_skip_and_bad_image_take_items_out_of_the_pool_with_a_note(tmp_path):
+    write_images(tmp_path / "images", count=12)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mlp", image_size=8, batch_size=3)
+    project = Project(tmp_path / "proj")
+    with TestClient(create_app(project, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        items = [item["id"] for item in c.get("/api/batch").json()["items"]]
+        assert c.post("/api/flag", json={"id": items[0], "kind": "unsure", "note": "blurry"}).status_code == 200
+        assert c.post("/api/flag", json={"id": items[1], "kind": "bad_image"}).status_code == 200
+        r = c.post("/api/flag", json={"id": items[2], "kind": "nonsense"})
+        assert r.status_code == 400 and "kind must be one of unsure, bad_image" in r.json()["error"]
+        assert c.get("/api/status").json()["flagged"] == 2
+    assert items[0] not in project._pool({}) and items[1] not in project._pool({})
+    data = json.loads(export_labels(tmp_path / "proj", "json"))
+    assert {f["id"]: (f["kind"], f["note"]) for f in data["flagged"]} == {items[0]: ("unsure", "blurry"), items[1]: ("bad_image", None)}
+
+
+def test_serve_on_a_port_in_use_says_so_before_printing_an_address(tmp_path, capsys):
+    write_images(tmp_path / "images", count=12)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mlp", image_size=8)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["label", "serve", str(tmp_path / "proj"), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"--port {port}: cannot listen" in captured.err and "Open http" not in captured.out
