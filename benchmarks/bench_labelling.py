@@ -117,7 +117,8 @@ def main() -> None:
             waits.append(wait)
             acc = status["accuracy"][-1] if status["accuracy"] else None
             shown = f"; estimate {acc['accuracy']:.2f} ({acc['low']:.2f}-{acc['high']:.2f}, n = {acc['held_out']})" if acc else ""
-            say(f"round {round_}: {status['labelled']} labels; 'next' to batch ready {wait:.1f} s{shown}")
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in status.get("timings", {}).items())
+            say(f"round {round_}: {status['labelled']} labels; 'next' to batch ready {wait:.1f} s ({parts}){shown}")
         server.should_exit = True
         say("")
         say(f"'next' to batch ready: median {statistics.median(waits):.1f} s, max {max(waits):.1f} s over {len(waits)} rounds (target < 10 s)")

@@ -57,21 +57,22 @@ peak_above(lambda: batchal.select("epig", 2, log_probs_N_K_C=lp, target_log_prob
 
 def peak_mib(case: str) -> float:
     done = subprocess.run([sys.executable, "-c", PRELUDE + CASES[case]], capture_output=True, text=True, timeout=600,
-                          env={"BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                          # A fixed mmap threshold: freed large blocks go back to the system, so RSS is what is in use.
+                          env={"BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "131072"})
     assert done.returncode == 0, done.stderr[-2000:]
     return float(done.stdout.strip().splitlines()[-1])
 
 
 def test_batchbald_stays_within_twice_memory_bytes_above_its_input():
     # N = 100,000, K = 50, C = 10 (200 MB of float32 input), memory_bytes = 32 MiB: at most 64 MiB more.
-    assert peak_mib("batchbald") <= 64
+    assert peak_mib("batchbald") <= 64  # measured here: 33 MiB
 
 
 def test_badge_peak_is_its_factorised_embeddings_plus_a_constant():
     # 200,000 x 512 float32 features: N (C + D) float64 is 797 MiB; the stated constant is 64 MiB.
-    assert peak_mib("badge") <= 200_000 * (10 + 512) * 8 / 2**20 + 64
+    assert peak_mib("badge") <= 200_000 * (10 + 512) * 8 / 2**20 + 64  # measured here: 816 MiB
 
 
 def test_epig_chunks_its_joint_at_a_thousand_classes():
     # C = 1,000, 64 targets: one candidate's joint would be 1000 x 64,000 float64 (488 MiB) unchunked.
-    assert peak_mib("epig") <= 128  # measured: 97 MiB (26 MiB in epig itself, the rest in checking the inputs)
+    assert peak_mib("epig") <= 64  # measured here: 27 MiB

@@ -279,6 +279,8 @@ def available_locally(data_dir: Optional[os.PathLike] = None, check: bool = True
     """
     status = {"digits": "built in (scikit-learn)"}
     roots = search_roots(data_dir)
+    tar = find_file(FileSet("cifar10-jpeg", (_CIFAR10_TAR,)), _CIFAR10_TAR, roots)
+    status["cifar10"] = (str(tar.parent) + " (a JPEG copy: lossy)") if tar else "missing (never downloaded: put cifar10-jpeg.tar there)"
     for name, fileset in FILESETS.items():
         paths = [find_file(fileset, f, roots) for f in fileset.files]
         if not all(paths):

@@ -22,6 +22,7 @@ import math
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -346,7 +347,9 @@ class Project:
         if isinstance(score_candidates, bool) or not isinstance(score_candidates, int) or score_candidates < 1:
             raise ValueError(f"score_candidates must be an integer >= 1, got {score_candidates!r}")
         self.score_candidates = score_candidates
-        self.train_config = train_config or TrainConfig(epoch_samples=1024, max_epochs=15, patience=3)
+        # Epochs of 512 examples, at most 15, early stopping after 3 without progress: at most
+        # about 4 s of training per round for the default CNN on 2 cores (the batch in seconds).
+        self.train_config = train_config or TrainConfig(epoch_samples=512, max_epochs=15, patience=3)
         self._features: Optional[torch.Tensor] = None
         self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
         self._item_ids: Optional[list[int]] = None
@@ -355,6 +358,7 @@ class Project:
         self.state = "idle"
         self.error: Optional[str] = None
         self.round = self.store.batch_count()
+        self.timings: dict[str, float] = {}  # seconds of the last round's training, scoring and selection
         self.check_model()
 
     def check_model(self) -> None:
@@ -511,6 +515,7 @@ class Project:
             "annotators": self.store.annotators(),
             "overlap": self.overlap,
             "agreement": quality.agreement(self.store.annotator_labels()),
+            "timings": self.timings,
         }
 
     def undo(self, annotator: Optional[str] = None) -> Optional[dict]:
@@ -654,7 +659,9 @@ class Project:
         if len({labels[i] for i in train_ids}) < 2:  # the audit items hold a class the training labels lack
             train_ids = labelled_ids
             audited = []
+        started = time.perf_counter()
         model, x_of = self._train(train_ids, labels, x, position)
+        self.timings = {"train": time.perf_counter() - started}
         estimate = None
         if audited:
             with torch.no_grad():
@@ -671,6 +678,7 @@ class Project:
             g = torch.Generator().manual_seed(self.round)
             candidates = [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
         pool_x = x_of(candidates)
+        started = time.perf_counter()
         inputs = {}
         if spec.needs_embeddings or strategy == "coreset":
             embeddings, log_probs_1 = predict_embeddings(model, pool_x, device=self.device)
@@ -683,7 +691,10 @@ class Project:
             inputs["embeddings_N_D"] = torch.zeros(len(candidates), 1)
         options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
+        self.timings["score"] = time.perf_counter() - started
+        started = time.perf_counter()
         selection = select(strategy, min(self.meta["batch_size"], len(candidates)), seed=self.round, **inputs, **options)
+        self.timings["select"] = time.perf_counter() - started
         # Suggestions: the model's mean prediction for every scored item (MC average where the
         # strategy sampled, the dropout-off prediction otherwise), and for the labelled items
         # (what the review view compares their labels with).
