@@ -93,6 +93,9 @@ def measure(method: str, N: int, C: int, D: int, b: int, repeats: int) -> dict:
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="60000x10x128,20000x100x768", help="comma-separated NxCxD")
     parser.add_argument("--b", type=int, default=100)

@@ -19,6 +19,9 @@ import batchal
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="300x10x256x5,2000x10x128x10,5000x10x128x10", help="comma-separated NxCxDxb")
     parser.add_argument("--out", default="results/benchmarks")

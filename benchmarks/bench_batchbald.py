@@ -73,6 +73,9 @@ def gemm_peak_gflops(seconds: float = 2.0) -> float:
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", choices=["synthetic", "mnist"], default="synthetic")
     parser.add_argument("--sizes", default="2000,10000,60000,1000000:20",

@@ -77,6 +77,9 @@ def inputs(N: int, K: int, C: int, mmap_dir=None) -> torch.Tensor:
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,60000")
     parser.add_argument("--K", type=int, default=100)

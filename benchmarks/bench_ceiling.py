@@ -25,6 +25,9 @@ from batchal.acquisition.batchbald import TIE_TOLERANCE
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--N", type=int, default=3000)
     parser.add_argument("--K", type=int, default=8)

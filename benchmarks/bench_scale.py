@@ -24,6 +24,9 @@ import batchal
 
 
 def main() -> None:
+    from batchal.threads import use_threads
+
+    use_threads()  # batchal's policy (1 thread unless BATCHAL_THREADS says otherwise); the header says how many
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--N", type=int, default=1_000_000)
     parser.add_argument("--K", type=int, default=20)

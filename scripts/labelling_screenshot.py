@@ -86,7 +86,7 @@ def main() -> None:
                 item = int(cards.nth(n).get_attribute("data-id"))
                 page.keyboard.press(project.keys()[CLASSES.index(truth[name_of[item]])])
             page.wait_for_function("document.getElementById('queue').textContent === ''")
-            page.wait_for_selector("#plot .interval")
+            page.wait_for_selector("#plot .interval", state="attached")
             page.screenshot(path=str(out / "labelling-team.png"), full_page=True)
             browser.close()
         server.should_exit = True

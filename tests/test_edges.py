@@ -153,3 +153,26 @@ def test_license_changelog_and_citation_exist():
     assert "BatchBALD" in (REPO / "CITATION.cff").read_text() and "## " in (REPO / "CHANGELOG.md").read_text()
     readme = (REPO / "README.md").read_text()
     assert "## How to cite" in readme and "Ash" in readme and "Kirsch" in readme
+
+
+def test_identical_samples_are_named_and_a_wrong_input_shape_is_blamed_on_the_shape():
+    from batchal.acquisition.registry import SamplesWarning
+
+    lp = random_log_probs(20, 1, 4).expand(20, 5, 4).contiguous()
+    with pytest.warns(SamplesWarning, match="samples of log_probs_N_K_C are identical"):
+        batchal.select("batchbald", 3, log_probs_N_K_C=lp, seed=0)
+    model = batchal.convert_dropout(nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Dropout(0.5), nn.Linear(8, 3)))
+    with pytest.raises(ValueError, match=r"fails on one input of shape \(1, 1, 5, 5\).*check that the data's input shape"):
+        batchal.predict_log_probs(model, torch.zeros(4, 1, 5, 5), k=3)
+
+
+def test_bait_refuses_an_ill_conditioned_fisher_in_one_line(monkeypatch):
+    from batchal.acquisition import bait
+
+    def singular(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.inv: The diagonal element 3 is zero, the inversion could not be completed")
+
+    monkeypatch.setattr(bait, "bait", singular)
+    lp = random_log_probs(20, 1, 3)
+    with pytest.raises(ValueError, match="BAIT's Fisher information is numerically singular .* labelled_embeddings"):
+        batchal.select("bait", 2, log_probs_N_K_C=lp, embeddings_N_D=torch.randn(20, 4))

@@ -33,7 +33,16 @@ from batchal.acquisition.validation import (
     check_random_state,
     embedding_exponent,
     rescale,
+    samples_identical,
 )
+
+
+class SamplesWarning(UserWarning):
+    """The K posterior samples given to a strategy that needs them to disagree are all the same."""
+
+
+#: Strategies whose scores come from disagreement between the K samples.
+_NEEDS_DISAGREEMENT = {"bald", "batchbald", "power_bald", "variation_ratios", "mean_std", "epig", "power_epig"}
 
 
 @dataclass
@@ -143,6 +152,14 @@ def select(
         raise ValueError(f"strategy {strategy!r} needs log_probs_N_K_C or embeddings_N_D to know the pool")
     if log_probs_N_K_C is not None:
         log_probs_N_K_C = check_log_probs(log_probs_N_K_C)
+        if strategy in _NEEDS_DISAGREEMENT and samples_identical(log_probs_N_K_C):
+            import warnings
+
+            warnings.warn(
+                f"{strategy}: the K = {log_probs_N_K_C.shape[1]} samples of log_probs_N_K_C are identical, so every point's "
+                "mutual information is zero and the picks are rounding noise. The model's dropout probably samples nothing "
+                "(p = 0, functional F.dropout, or dropout never converted: batchal.convert_dropout warns which)",
+                SamplesWarning, stacklevel=2)
     if embeddings_N_D is not None:
         embeddings_N_D = check_embeddings(embeddings_N_D)
     if log_probs_N_K_C is not None and embeddings_N_D is not None and log_probs_N_K_C.shape[0] != embeddings_N_D.shape[0]:
@@ -340,8 +357,15 @@ def _bait_run(inputs: Inputs, labelled_embeddings=None, labelled_log_probs=None,
         if len(labelled_log_probs) != len(labelled_embeddings):
             raise ValueError(f"labelled_log_probs has {len(labelled_log_probs)} points but labelled_embeddings has {len(labelled_embeddings)}")
         labelled_probs = _scores.predictive_probs(labelled_log_probs)
-    indices, gains = _bait.bait(probs_N_C, inputs.embeddings_N_D, inputs.batch_size, labelled_probs, labelled_embeddings,
-                                lamb=lamb, oversample=oversample)
+    try:
+        indices, gains = _bait.bait(probs_N_C, inputs.embeddings_N_D, inputs.batch_size, labelled_probs, labelled_embeddings,
+                                    lamb=lamb, oversample=oversample)
+    except torch.linalg.LinAlgError as exc:
+        raise ValueError(
+            f"BAIT's Fisher information is numerically singular ({str(exc).splitlines()[0]}): features are scaled to unit mean "
+            "squared norm over the pool, so labelled_embeddings of a very different magnitude than embeddings_N_D (or a "
+            f"tiny lamb = {lamb}) leave it ill-conditioned; pass features from the same layer and model, or raise lamb"
+        ) from None
     return indices, gains, {}
 
 

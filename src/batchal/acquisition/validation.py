@@ -104,6 +104,16 @@ def check_log_probs(log_probs_N_K_C, name: str = "log_probs_N_K_C") -> torch.Ten
     return log_probs_N_K_C
 
 
+def samples_identical(log_probs_N_K_C: torch.Tensor) -> bool:
+    """True when K > 1 and every sample k equals the first for every point (chunked)."""
+    if log_probs_N_K_C.shape[1] < 2:
+        return False
+    for _, chunk in _row_chunks(log_probs_N_K_C):
+        if not torch.equal(chunk, chunk[:, :1].expand_as(chunk)):
+            return False
+    return True
+
+
 def check_embeddings(embeddings_N_D, name: str = "embeddings_N_D") -> torch.Tensor:
     """Check an N x D feature matrix: two dimensions, every value finite."""
     embeddings_N_D = as_float_tensor(embeddings_N_D, name, 2, "N x D", allow_integers=True)

@@ -67,6 +67,18 @@ def _eval_mode(model: nn.Module):
             m.training = flag
 
 
+def _check_input_fits(model: nn.Module, data, device) -> None:
+    """One input through the model, dropout off, before any MC sampling: a model that cannot take
+    the data's input shape is reported as that (not as a problem of the K-fold expansion)."""
+    first = data
+    with _eval_mode(model):
+        try:
+            model(first.to(device))
+        except Exception as exc:  # the user's model: any failure here is about the input it was given
+            raise ValueError(f"the model fails on one input of shape {tuple(first.shape)} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); check that the data's input shape is what the model expects") from None
+
+
 def _device_of(model: nn.Module, device) -> torch.device:
     if device is not None:
         return resolve_device(device)
@@ -100,19 +112,15 @@ def predict_log_probs(
     total = _num_items(data)
     out: Optional[torch.Tensor] = None
     done = 0
+    failure = None
     with _eval_mode(model), _channels_last(model, channels_last, device), mc_dropout(model, k, seed=seed, expand_input=expand_input):
         for x in _batches(data, batch_size):
             B = x.shape[0]
             try:
                 logits = model(x.to(device))
             except RuntimeError as exc:
-                if expand_input or k == 1:
-                    raise
-                # Most often a path to the output that skips dropout meets the expanded B*K rows.
-                raise RuntimeError(
-                    f"{exc}\n(the model failed inside mc_dropout(k={k}), where the first dropout layer expands B inputs to "
-                    "B*K rows; if some path to the output skips dropout, pass expand_input=True)"
-                ) from exc
+                failure = (exc, x[:1])
+                break
             if logits.dim() != 2 or logits.shape[0] != B * k:
                 raise RuntimeError(
                     f"inside mc_dropout the model returned shape {tuple(logits.shape)}; expected [{B * k}, C] (B*K rows)"
@@ -125,6 +133,16 @@ def predict_log_probs(
             done += B
             if progress is not None:
                 progress(done, total)
+    if failure is not None:
+        exc, one = failure
+        _check_input_fits(model, one, device)  # a wrong input shape is named as such
+        if expand_input or k == 1:
+            raise exc
+        # Most often a path to the output that skips dropout meets the expanded B*K rows.
+        raise RuntimeError(
+            f"{exc}\n(the model failed inside mc_dropout(k={k}), where the first dropout layer expands B inputs to "
+            "B*K rows; if some path to the output skips dropout, pass expand_input=True)"
+        ) from exc
     return out
 
 
