@@ -309,3 +309,33 @@ def test_import_batchal_never_imports_ray():
 
     code = "import sys, batchal, batchal.cli, batchal.distributed.scoring, batchal.distributed.selection; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_paths_are_resolved_on_the_driver_and_weights_compared_by_content(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.py").write_text("")
+    torch.save({"w": torch.ones(2)}, tmp_path / "model.pt")
+    a = ScoreJob(pool="pool", model="net.py:make", weights="model.pt", mc_samples=2, seed=0)
+    assert a.pool == str(tmp_path / "pool") and a.weights == str(tmp_path / "model.pt") and a.model == f"{tmp_path / 'net.py'}:make"
+    import shutil
+
+    shutil.copy(tmp_path / "model.pt", tmp_path / "copy.pt")
+    b = ScoreJob(pool="./pool", model="./net.py:make", weights="./copy.pt", mc_samples=2, seed=0)
+    assert a.identity() == b.identity()  # the same weights by another name: the same job
+
+
+def test_a_corrupt_image_on_ray_is_one_line(cluster, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(24):
+        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(images / f"{i:03d}.png")
+    (images / "013.png").write_bytes(b"not a png at all")
+    c, _ = cluster
+    with pytest.raises(ValueError) as info:
+        score_pool(ScoreJob(pool=str(images), model="mlp", num_classes=3, image_size=8, mc_samples=2, seed=0, shard_size=6),
+                   tmp_path / "out", ray_address=c.address, workers=2)
+    message = str(info.value)
+    assert "013.png: not a readable image" in message and "run the same command again to resume" in message
+    assert "\n" not in message

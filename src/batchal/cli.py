@@ -179,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     unknown = [s for s in names if s not in strategies()]
     if unknown:
         raise ValueError(f"--strategy: unknown {', '.join(unknown)}; choose from {', '.join(strategies())}")
+    if settings.get("data_dir"):  # resolved here: a Ray worker elsewhere would read it against its own folder
+        settings["data_dir"] = str(Path(settings["data_dir"]).expanduser().resolve())
     configs = {(s, seed): ExperimentConfig(strategy=s, seed=seed, **settings) for s in names for seed in seeds}
     first = next(iter(configs.values()))
     interactive = sys.stderr.isatty()
@@ -264,11 +266,13 @@ def cmd_score(args: argparse.Namespace) -> int:
                    num_classes=args.num_classes, embeddings=args.embeddings, keep_log_probs=args.keep_log_probs,
                    shard_size=args.shard_size, batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb,
                    column=args.column, input_shape=shape)
-    bar, start = None, time.perf_counter()
+    bar, start, resumed_items = None, time.perf_counter(), None
 
     def progress(done: int, total: int, items: int) -> None:
-        nonlocal bar
-        rate = items / max(1e-9, time.perf_counter() - start)
+        nonlocal bar, resumed_items
+        if resumed_items is None:  # the first call reports the shards a resumed job had already finished
+            resumed_items = items
+        rate = (items - resumed_items) / max(1e-9, time.perf_counter() - start)  # this call's items only
         if sys.stderr.isatty():
             from tqdm.auto import tqdm
 
@@ -292,6 +296,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_select(args: argparse.Namespace) -> int:
     _needs_pyarrow("select")
+    if args.ray and args.strategy not in ("badge", "coreset"):
+        print(f"batchal: note: --ray is used by badge and coreset only; {args.strategy} selects in this process", file=sys.stderr)
     from batchal.distributed.selection import select_scored
 
     picks = select_scored(args.scored, args.strategy, args.batch_size, args.seed, beta=args.beta, num_samples=args.num_samples,

@@ -62,6 +62,14 @@ class ScoreJob:
     input_shape: Optional[list] = None
 
     def __post_init__(self):
+        # Paths are resolved here, on the driver: a Ray worker started in another folder (another
+        # node, say) resolves a relative path against its own working directory.
+        self.pool = str(Path(self.pool).resolve()) if self.pool else self.pool
+        if self.weights:
+            self.weights = str(Path(self.weights).resolve())
+        module, sep, factory = str(self.model).rpartition(":")
+        if sep and module.endswith(".py"):
+            self.model = f"{Path(module).resolve()}:{factory}"
         check_positive_int(self.mc_samples, "--mc-samples")
         check_positive_int(self.shard_size, "--shard-size")
         check_positive_int(self.batch_size, "--batch-size")
@@ -80,6 +88,7 @@ class ScoreJob:
         """The settings that decide the output (batch size and paths of weights do not)."""
         d = dataclasses.asdict(self)
         d.pop("batch_size")
+        d.pop("weights")  # the same weights by another path (model.pt, ./model.pt, a copy) are the same job
         d["weights_sha256"] = _sha256(self.weights) if self.weights else None
         d["pool"] = str(Path(self.pool).resolve())
         return d
@@ -139,6 +148,21 @@ def _list_column(array_n_d: np.ndarray):
     return pa.FixedSizeListArray.from_arrays(values, array_n_d.shape[1])
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception Ray carried across: the first ValueError (batchal's DataError
+    included) along its ``cause`` / ``__cause__`` / ``__context__`` chain, else the innermost."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ValueError) and type(exc).__module__.startswith("batchal"):
+            return exc
+        inner = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc
+
+
 class _ShardScorer:
     """A Ray Data actor: loads the pool and the model once, then scores the shards it is given."""
 
@@ -153,10 +177,17 @@ class _ShardScorer:
     def __call__(self, batch: dict) -> dict:
         import resource
 
-        rows = [score_shard(self.job, self.model, self.pool, int(s), self.out) for s in batch["shard"]]
+        rows, errors = [], []
+        for s in batch["shard"]:
+            try:
+                rows.append(score_shard(self.job, self.model, self.pool, int(s), self.out))
+                errors.append("")
+            except ValueError as exc:  # a bad item or setting (DataError included): reported to the driver in one line
+                rows.append(0)
+                errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this worker's peak so far (MiB)
         return {"shard": np.asarray(batch["shard"], dtype=np.int64), "rows": np.asarray(rows, dtype=np.int64),
-                "peak_rss_mib": np.full(len(rows), peak)}
+                "peak_rss_mib": np.full(len(rows), peak), "error": np.asarray(errors, dtype=object)}
 
 
 def score_pool(
@@ -203,12 +234,24 @@ def score_pool(
             fn_constructor_kwargs={"job": dataclasses.asdict(job), "out": str(out.resolve()), "threads": cpus_per_worker},
         )  # Ray Data restarts lost actors and retries their shards (writes are atomic, so a retry is harmless)
         peak = 0.0
-        for row in ds.iter_rows():
-            done.add(int(row["shard"]))
-            items += int(row["rows"])
-            peak = max(peak, float(row["peak_rss_mib"]))
-            if progress:
-                progress(len(done), shards, items)
+        try:
+            for row in ds.iter_rows():
+                if row.get("error"):
+                    raise ValueError(f"scoring on Ray failed: {row['error']} (finished shards are kept: fix it and run the "
+                                     "same command again to resume)")
+                done.add(int(row["shard"]))
+                items += int(row["rows"])
+                peak = max(peak, float(row["peak_rss_mib"]))
+                if progress:
+                    progress(len(done), shards, items)
+        except ValueError:
+            raise
+        except Exception as exc:  # Ray wraps a worker's error in pages of traceback: one line, the cause's own
+            cause = _root_cause(exc)
+            if isinstance(cause, ValueError):  # DataError and batchal's own checks: the item or setting at fault
+                raise ValueError(f"scoring on Ray failed: {str(cause).splitlines()[0]} (finished shards are kept: fix it "
+                                 "and run the same command again to resume)") from None
+            raise
         manifest["worker_peak_rss_mib"] = round(peak, 1)  # informational: the largest worker's peak memory
     missing = [s for s in range(shards) if not (out / "scores" / shard_name(s)).is_file()]
     if missing:
@@ -233,6 +276,8 @@ def _start_manifest(job: ScoreJob, pool: Pool, out: Path, shards: int) -> dict:
             old = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a readable manifest ({exc}); choose another --out") from None
+        if isinstance(old.get("job"), dict):
+            old["job"].pop("weights", None)  # folders scored before weights were compared by content only
         if old.get("job") != fresh["job"] or old.get("pool", {}).get("items") != len(pool):
             differ = sorted(k for k in set(old.get("job", {})) | set(fresh["job"]) if old.get("job", {}).get(k) != fresh["job"].get(k))
             raise ValueError(f"{out} holds scores of another job ({', '.join(differ) or 'pool size'} differ); choose another --out")
