@@ -339,3 +339,33 @@ def test_a_corrupt_image_on_ray_is_one_line(cluster, tmp_path):
     message = str(info.value)
     assert "013.png: not a readable image" in message and "run the same command again to resume" in message
     assert "\n" not in message
+
+
+def test_parquet_reads_slices_of_one_big_row_group_and_names_a_bad_row(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from batchal.data import pools
+    from batchal.data.files import DataError
+    from batchal.data.pools import open_pool
+
+    rows = [[float(i)] * 4 for i in range(1000)]
+    pq.write_table(pa.table({"x": rows}), tmp_path / "one.parquet")  # written the usual way: one row group
+    assert pq.ParquetFile(tmp_path / "one.parquet").num_row_groups == 1
+    monkeypatch.setattr(pools, "BATCH_ROWS", 100)
+    pool = open_pool(tmp_path / "one.parquet", column="x")
+    decoded = []
+    real = pq.ParquetFile.iter_batches
+
+    def counting(self, *args, **kwargs):
+        for batch in real(self, *args, **kwargs):
+            decoded.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counting)
+    x = pool.read(150, 250)
+    assert x[:, 0].tolist() == [float(i) for i in range(150, 250)]
+    assert sum(decoded) <= 300 and max(decoded) <= 100  # up to the slice's end, 100 rows at a time; never the whole group
+    bad = rows[:5] + [[1.0, 2.0]] + rows[6:10]
+    pq.write_table(pa.table({"x": bad}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad.parquet, row 5 \(pool position 5\): column 'x' has 2 values; expected 4"):
+        open_pool(tmp_path / "bad.parquet", column="x").read(0, 10)

@@ -96,6 +96,10 @@ class NpyPool(Pool):
         return torch.from_numpy(np.array(self._array[start:stop], dtype=np.float32))
 
 
+#: Rows decoded at a time from a Parquet row group.
+BATCH_ROWS = 4096
+
+
 class ParquetPool(Pool):
     """Parquet files (one file, or every ``*.parquet`` under a folder in sorted order): ``column``
     holds either arrays of numbers (a list column, reshaped to ``input_shape`` when given) or
@@ -145,9 +149,22 @@ class ParquetPool(Pool):
                 first += rows
                 if g_hi <= lo or g_lo >= hi:
                     continue
-                table = meta.read_row_group(g, columns=[self.column])
-                values.extend(table.column(0).slice(max(lo, g_lo) - g_lo, min(hi, g_hi) - max(lo, g_lo)).to_pylist())
+                # By record batches of at most BATCH_ROWS rows: a file written as one big row group
+                # (the usual way) is not read whole for every shard, only up to the shard's end.
+                at = g_lo
+                for batch in meta.iter_batches(batch_size=min(BATCH_ROWS, max(1, hi - lo)), row_groups=[g], columns=[self.column]):
+                    b_lo, b_hi = at, at + batch.num_rows
+                    at = b_hi
+                    if b_hi <= lo:
+                        continue
+                    values.extend(batch.column(0).slice(max(lo, b_lo) - b_lo, min(hi, b_hi) - max(lo, b_lo)).to_pylist())
+                    if b_hi >= hi:
+                        break
         return values
+
+    def _where(self, position: int) -> str:
+        f = int(np.searchsorted(self._starts, position, side="right")) - 1
+        return f"{self._files[f]}, row {position - int(self._starts[f])} (pool position {position})"
 
     def ids(self, start, stop):
         if self.paths:
@@ -159,6 +176,12 @@ class ParquetPool(Pool):
         if self.paths:
             base = self._files[0].parent
             return torch.stack([load_image(base / p, self.options.image_size, self.options.grayscale) for p in rows])
+        expected = int(np.prod(self.input_shape)) if self.input_shape else (len(rows[0]) if rows and rows[0] is not None else None)
+        for n, row in enumerate(rows):
+            if row is None or len(row) != expected or any(v is None for v in row):
+                what = "empty (null)" if row is None else ("holds a null" if any(v is None for v in row) else f"has {len(row)} values")
+                raise DataError(f"{self._where(start + n)}: column {self.column!r} {what}; expected {expected} numbers"
+                                + (f" (--input-shape {','.join(map(str, self.input_shape))})" if self.input_shape else " (as the shard's first row)"))
         x = torch.tensor(np.asarray(rows, dtype=np.float32))
         return x.view(len(rows), *self.input_shape) if self.input_shape else x
 
