@@ -157,3 +157,111 @@ def test_serve_on_a_port_in_use_says_so_before_printing_an_address(tmp_path, cap
         assert main(["label", "serve", str(tmp_path / "proj"), "--port", str(port)]) == 2
     captured = capsys.readouterr()
     assert f"--port {port}: cannot listen" in captured.err and "Open http" not in captured.out
+
+
+def test_a_device_node_inside_the_folder_is_listed(tmp_path):
+    import stat
+
+    images = tmp_path / "images"
+    write_images(images, count=6)
+    try:
+        os.mknod(images / "null.png", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("making a device node needs root")
+    store = init_project(tmp_path / "proj", images, [str(d) for d in range(10)], model="mlp", image_size=8)
+    assert {e["path"]: e["reason"] for e in store.meta()["skipped"]}["null.png"] == "a device"
+
+
+def test_a_label_file_with_more_than_ten_classes_gets_a_key_for_each(tmp_path):
+    names = [f"species-{i}" for i in range(14)]
+    (tmp_path / "labels.csv").write_text("".join(f"{n}\n" for n in names))
+    write_images(tmp_path / "images", count=20)
+    assert main(["label", "init", str(tmp_path / "proj"), "--images", str(tmp_path / "images"), "--classes-file",
+                 str(tmp_path / "labels.csv"), "--model", "mlp", "--image-size", "8"]) == 0
+    keys = Project(tmp_path / "proj").keys()
+    assert keys == list("1234567890") + ["a", "b", "c", "d"] and len(set(keys)) == 14
+
+
+def test_overlap_two_gives_both_annotators_the_same_items_and_an_agreement(tmp_path):
+    from batchal.labelling.app import add_annotator
+
+    write_images(tmp_path / "images", count=30)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mlp", image_size=8, batch_size=4, overlap=2)
+    tokens = {n: add_annotator(tmp_path / "proj", n) for n in ("alice", "bob")}
+    project = Project(tmp_path / "proj")
+    with TestClient(create_app(project, TOKEN)) as c:
+        seen = {}
+        for name, token in tokens.items():
+            headers = {"Authorization": f"Bearer {token}"}
+            items = [i["id"] for i in c.get("/api/batch", headers=headers).json()["items"]]
+            seen[name] = items
+            for n, item in enumerate(items):
+                label = str(n % 10) if name == "alice" or n != 0 else "9"  # bob disagrees on the first item
+                assert c.post("/api/labels", json={"id": item, "label": label}, headers=headers).status_code == 200
+        assert seen["alice"] == seen["bob"] and len(seen["alice"]) == 5  # 4 picks + 1 random, both get all with overlap 2
+        carol = add_annotator(tmp_path / "proj", "carol")
+        r = c.post("/api/labels", json={"id": seen["alice"][1], "label": "1"}, headers={"Authorization": f"Bearer {carol}"})
+        assert r.status_code == 409 and "already has 2 label(s)" in r.json()["error"]
+        agreement = c.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()["agreement"]
+        assert agreement["items"] == 5 and agreement["all_agree"] == 4 and agreement["disagreements"] == [seen["alice"][0]]
+        assert set(agreement["cohen_kappa"]) == {"alice / bob"}
+        review = c.get("/api/review", headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]
+        assert [r["id"] for r in review] == [seen["alice"][0]] and review[0]["labels"] == {"alice": "0", "bob": "9"}
+    data = json.loads(export_labels(tmp_path / "proj", "json"))
+    assert data["agreement"]["items"] == 5
+
+
+def test_a_new_batch_never_holds_an_item_labelled_while_the_model_trained(tmp_path, monkeypatch):
+    import batchal.labelling.project as project_module
+
+    truth = write_images(tmp_path / "images", count=40)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mlp", image_size=8, batch_size=5,
+                 strategy="batchbald", mc_samples=4)
+    project = Project(tmp_path / "proj", train_config=project_module.TrainConfig(epoch_samples=64, max_epochs=2, patience=1))
+    _, first = project.current_batch()
+    for item in first:
+        project.add_label(item, truth[project.image_path(item).name])
+    real_select = project_module.select
+    labelled_meanwhile = []
+
+    def select_while_someone_labels(*args, **kwargs):
+        selection = real_select(*args, **kwargs)
+        pool = [i for i in project.features()[0] if i not in project.store.current_labels() and i not in project.store.flagged()]
+        # The person labels the item that is about to be picked first (candidate order = pool order here).
+        candidates = pool if len(pool) <= project.score_candidates else None
+        item = candidates[int(selection.indices[0])]
+        project.add_label(item, "3")
+        labelled_meanwhile.append(item)
+        return selection
+
+    monkeypatch.setattr(project_module, "select", select_while_someone_labels)
+    project.request_next()
+    project.wait(120)
+    assert project.state == "idle", project.error
+    _, second = project.current_batch()
+    assert labelled_meanwhile and labelled_meanwhile[0] not in second and len(second) == 4 + 1
+    details = [d for d in project.store.batch_details(project.store.current_batch()[0]) if not d["audit"]]
+    information = project.store.batch_history()[-1]["information"]
+    # BatchBALD's per-card score is the item's own marginal gain: they add up to the batch's information
+    # (the batch's total counts the dropped item's gain too, which is why it is compared to the picks'
+    # gains before the drop plus what was dropped).
+    assert all(d["score"] > 0 for d in details) and sum(d["score"] for d in details) < information + 1e-9
+
+
+def test_batchbalds_card_score_is_the_items_own_gain(tmp_path):
+    truth = write_images(tmp_path / "images", count=40)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mlp", image_size=8, batch_size=5,
+                 strategy="batchbald", mc_samples=4)
+    from batchal.training import TrainConfig
+
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=64, max_epochs=2, patience=1))
+    _, first = project.current_batch()
+    for item in first:
+        project.add_label(item, truth[project.image_path(item).name])
+    project.request_next()
+    project.wait(120)
+    picks = [d for d in project.store.batch_details(project.store.current_batch()[0]) if not d["audit"]]
+    information = project.store.batch_history()[-1]["information"]  # I(y_1..y_b; w) of the whole batch
+    assert len(picks) == 5 and all(d["score"] >= 0 for d in picks)
+    assert sum(d["score"] for d in picks) == pytest.approx(information)  # gains add up: not a running total
+    assert max(d["score"] for d in picks) < information  # (a running total would end at the information itself)
