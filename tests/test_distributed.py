@@ -324,6 +324,27 @@ def test_paths_are_resolved_on_the_driver_and_weights_compared_by_content(tmp_pa
     assert a.identity() == b.identity()  # the same weights by another name: the same job
 
 
+def _png_with_bad_pixels(path):
+    """A PNG (saved under ``path``) whose chunks and CRCs are valid but whose pixel data are not zlib."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 50, np.uint8)).save(buffer, format="PNG")
+    data, out, at = buffer.getvalue(), bytearray(buffer.getvalue()[:8]), 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        body = data[at + 8 : at + 8 + length]
+        if kind == b"IDAT":
+            body = b"\x00" * length
+        out += struct.pack(">I", length) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        at += 12 + length
+    path.write_bytes(bytes(out))
+
+
 def test_a_corrupt_image_on_ray_is_one_line(cluster, tmp_path):
     from PIL import Image
 
@@ -331,14 +352,39 @@ def test_a_corrupt_image_on_ray_is_one_line(cluster, tmp_path):
     images.mkdir()
     for i in range(24):
         Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(images / f"{i:03d}.png")
-    (images / "013.png").write_bytes(b"not a png at all")
+    (images / "005.png").write_bytes(b"not a png at all")  # fails to open: skipped and listed before scoring
+    _png_with_bad_pixels(images / "013.jpg")  # its header and checksums are fine: it fails only when decoded, mid-job
     c, _ = cluster
     with pytest.raises(ValueError) as info:
         score_pool(ScoreJob(pool=str(images), model="mlp", num_classes=3, image_size=8, mc_samples=2, seed=0, shard_size=6),
                    tmp_path / "out", ray_address=c.address, workers=2)
     message = str(info.value)
-    assert "013.png: not a readable image" in message and "run the same command again to resume" in message
+    assert "013.jpg: not a readable image" in message and "run the same command again to resume" in message
     assert "\n" not in message
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [entry["id"] for entry in manifest["skipped"]] == ["005.png"]
+
+
+def test_unreadable_images_are_skipped_and_listed_when_scoring(tmp_path, capsys):
+    from PIL import Image
+
+    from batchal.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(images / f"{i:03d}.png")
+    (images / "004.png").write_bytes(b"\x89PNG truncated")
+    (images / "009.png").write_text("a text file")
+    assert main(["score", str(images), "--model", "mlp", "--num-classes", "3", "--image-size", "8", "--mc-samples", "2",
+                 "--out", str(tmp_path / "out"), "--shard-size", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "10 items scored" in out and "2 unreadable image(s) skipped: 004.png, 009.png" in out
+    ids = pq.read_table(tmp_path / "out" / "scores" / shard_name(0)).column("id").to_pylist()
+    assert "004.png" not in ids and ids[:4] == ["000.png", "001.png", "002.png", "003.png"]
+    # A resumed job keeps the pool it started with.
+    assert main(["score", str(images), "--model", "mlp", "--num-classes", "3", "--image-size", "8", "--mc-samples", "2",
+                 "--out", str(tmp_path / "out"), "--shard-size", "5"]) == 0
 
 
 def test_parquet_reads_slices_of_one_big_row_group_and_names_a_bad_row(tmp_path, monkeypatch):

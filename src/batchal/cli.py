@@ -291,6 +291,10 @@ def cmd_score(args: argparse.Namespace) -> int:
             bar.close()
     print(f"{manifest['pool']['items']} items scored into {args.out} ({manifest['shards']} shards)"
           + (f"; {manifest['kept']} kept with their log-probabilities" if "kept" in manifest else ""))
+    skipped = manifest.get("skipped") or []
+    if skipped:
+        shown = ", ".join(entry["id"] for entry in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        print(f"{len(skipped)} unreadable image(s) skipped: {shown} (all of them, with why, in {Path(args.out) / 'manifest.json'})")
     return 0
 
 

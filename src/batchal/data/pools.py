@@ -49,10 +49,28 @@ class Pool:
         return {"kind": self.kind, "path": str(self.path), "items": len(self)}
 
 
+def _unreadable(path: Path) -> Optional[str]:
+    """Why the image cannot be used (None: its header opens and its data verify), without decoding it."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError("reading images needs Pillow: pip install -c constraints.txt -e '.[score]'") from None
+    try:
+        if not path.is_file():
+            return "not a regular file"
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:  # Pillow raises many types for a damaged file; each is a reason to skip it
+        return f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return None
+
+
 class ImageFolderPool(Pool):
     kind = "images"
 
-    def __init__(self, path: Path, options: ImageOptions):
+    def __init__(self, path: Path, options: ImageOptions, exclude=(), check: bool = False):
+        """exclude: relative paths left out (a list made earlier by ``check``); check: open every
+        image's header and leave out the ones that do not open (``self.skipped``, with why)."""
         self.path, self.options = path, options
         found = []
         for root, dirs, files in os.walk(path):
@@ -62,7 +80,20 @@ class ImageFolderPool(Pool):
                     found.append((Path(root) / name).relative_to(path).as_posix())
         if not found:
             raise DataError(f"{path}: no PNG or JPEG images found (searched recursively)")
-        self._paths = sorted(found)
+        excluded = set(exclude)
+        self.skipped: list[dict] = []
+        kept = []
+        for p in sorted(found):
+            if p in excluded:
+                continue
+            why = _unreadable(path / p) if check else None
+            if why:
+                self.skipped.append({"id": p, "reason": why})
+            else:
+                kept.append(p)
+        if not kept:
+            raise DataError(f"{path}: none of its {len(found)} images can be read (e.g. {self.skipped[0]['id']}: {self.skipped[0]['reason']})")
+        self._paths = kept
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -186,8 +217,11 @@ class ParquetPool(Pool):
         return x.view(len(rows), *self.input_shape) if self.input_shape else x
 
 
-def open_pool(path, *, column: Optional[str] = None, options: Optional[ImageOptions] = None, input_shape: Optional[tuple] = None) -> Pool:
-    """The pool at ``path``: a folder of images, a folder or file of Parquet, or a ``.npy`` file."""
+def open_pool(path, *, column: Optional[str] = None, options: Optional[ImageOptions] = None, input_shape: Optional[tuple] = None,
+              exclude=(), check: bool = False) -> Pool:
+    """The pool at ``path``: a folder of images, a folder or file of Parquet, or a ``.npy`` file.
+    For image folders: ``check`` leaves out the images that do not open (listed in ``pool.skipped``),
+    ``exclude`` the ones a check listed before."""
     path = Path(path)
     options = options or ImageOptions()
     if not path.exists():
@@ -197,5 +231,5 @@ def open_pool(path, *, column: Optional[str] = None, options: Optional[ImageOpti
     if path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
         return ParquetPool(path, column, options, input_shape)
     if path.is_dir():
-        return ImageFolderPool(path, options)
+        return ImageFolderPool(path, options, exclude=exclude, check=check)
     raise ValueError(f"pool {path}: expected a folder of PNG/JPEG images, a .npy file or Parquet files")

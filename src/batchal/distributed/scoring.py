@@ -60,6 +60,7 @@ class ScoreJob:
     grayscale: bool = True
     column: Optional[str] = None
     input_shape: Optional[list] = None
+    skip: Optional[list] = None  # image ids left out: the ones the driver's check found unreadable
 
     def __post_init__(self):
         # Paths are resolved here, on the driver: a Ray worker started in another folder (another
@@ -77,9 +78,15 @@ class ScoreJob:
         if self.keep_log_probs is not None:
             check_positive_int(self.keep_log_probs, "--keep-log-probs")
 
-    def open_pool(self) -> Pool:
+    def open_pool(self, check: bool = False) -> Pool:
+        """The pool; with ``check`` (the driver, once) image folders leave out and list the images
+        that do not open, and ``skip`` records them for the workers, which then only exclude them."""
         shape = tuple(self.input_shape) if self.input_shape else None
-        return open_pool(self.pool, column=self.column, options=ImageOptions(self.image_size, self.grayscale), input_shape=shape)
+        pool = open_pool(self.pool, column=self.column, options=ImageOptions(self.image_size, self.grayscale), input_shape=shape,
+                         exclude=self.skip or (), check=check)
+        if check and getattr(pool, "skipped", None) is not None:
+            self.skip = sorted(set(self.skip or ()) | {entry["id"] for entry in pool.skipped})
+        return pool
 
     def build_model(self, pool: Pool) -> torch.nn.Module:
         return load_model(self.model, tuple(pool.read(0, 1).shape[1:]), self.num_classes, self.weights)
@@ -91,6 +98,7 @@ class ScoreJob:
         d.pop("weights")  # the same weights by another path (model.pt, ./model.pt, a copy) are the same job
         d["weights_sha256"] = _sha256(self.weights) if self.weights else None
         d["pool"] = str(Path(self.pool).resolve())
+        d["skip"] = sorted(self.skip) if self.skip else None  # none skipped: the same whether listed empty or not
         return d
 
 
@@ -187,7 +195,7 @@ class _ShardScorer:
                 errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this worker's peak so far (MiB)
         return {"shard": np.asarray(batch["shard"], dtype=np.int64), "rows": np.asarray(rows, dtype=np.int64),
-                "peak_rss_mib": np.full(len(rows), peak), "error": np.asarray(errors, dtype=object)}
+                "peak_rss_mib": np.full(len(rows), peak), "error": np.asarray(errors, dtype=str)}
 
 
 def score_pool(
@@ -204,7 +212,10 @@ def score_pool(
     progress(shards_done, shards_total, items_done) after each shard.
     """
     out = Path(out)
-    pool = job.open_pool()
+    previous = _read_manifest_skips(out)
+    if previous is not None:
+        job.skip = previous  # a resumed job keeps the pool it started with
+    pool = job.open_pool(check=previous is None)
     n = len(pool)
     shards = (n + job.shard_size - 1) // job.shard_size
     # A bad model, weights, input or cluster address fails here, before anything is written.
@@ -235,15 +246,19 @@ def score_pool(
         )  # Ray Data restarts lost actors and retries their shards (writes are atomic, so a retry is harmless)
         peak = 0.0
         try:
-            for row in ds.iter_rows():
+            first_error = None
+            for row in ds.iter_rows():  # consumed to the end: closing Ray Data's iterator early waits on its actors
                 if row.get("error"):
-                    raise ValueError(f"scoring on Ray failed: {row['error']} (finished shards are kept: fix it and run the "
-                                     "same command again to resume)")
+                    first_error = first_error or row["error"]
+                    continue
                 done.add(int(row["shard"]))
                 items += int(row["rows"])
                 peak = max(peak, float(row["peak_rss_mib"]))
                 if progress:
                     progress(len(done), shards, items)
+            if first_error:
+                raise ValueError(f"scoring on Ray failed: {first_error} (finished shards are kept: fix it and run the "
+                                 "same command again to resume)")
         except ValueError:
             raise
         except Exception as exc:  # Ray wraps a worker's error in pages of traceback: one line, the cause's own
@@ -263,12 +278,23 @@ def score_pool(
     return manifest
 
 
+def _read_manifest_skips(out: Path) -> Optional[list]:
+    """The unreadable images a started job listed (None: no job started here)."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, NotADirectoryError):
+        return None
+    skipped = manifest.get("skipped")
+    return [entry["id"] for entry in skipped] if isinstance(skipped, list) else None
+
+
 def _start_manifest(job: ScoreJob, pool: Pool, out: Path, shards: int) -> dict:
     (out / "scores").mkdir(parents=True, exist_ok=True)
     if job.keep_log_probs is not None:
         (out / "top").mkdir(exist_ok=True)
     path = out / "manifest.json"
     fresh = {"job": job.identity(), "pool": pool.describe(), "shards": shards, "shard_size": job.shard_size,
+             "skipped": list(getattr(pool, "skipped", None) or [{"id": i, "reason": "unreadable when the job started"} for i in job.skip or []]),
              "columns": ["position", "id"] + SCORE_COLUMNS + (["embedding", "prediction"] if job.embeddings else []),
              "complete": False, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if path.exists():
@@ -278,6 +304,7 @@ def _start_manifest(job: ScoreJob, pool: Pool, out: Path, shards: int) -> dict:
             raise ValueError(f"{path}: not a readable manifest ({exc}); choose another --out") from None
         if isinstance(old.get("job"), dict):
             old["job"].pop("weights", None)  # folders scored before weights were compared by content only
+            old["job"].setdefault("skip", fresh["job"].get("skip"))
         if old.get("job") != fresh["job"] or old.get("pool", {}).get("items") != len(pool):
             differ = sorted(k for k in set(old.get("job", {})) | set(fresh["job"]) if old.get("job", {}).get(k) != fresh["job"].get(k))
             raise ValueError(f"{out} holds scores of another job ({', '.join(differ) or 'pool size'} differ); choose another --out")
