@@ -171,16 +171,18 @@ def mc_dropout(model: nn.Module, k: int, seed=None, expand_input: bool = False) 
         raise RuntimeError("mc_dropout contexts cannot be nested on the same model")
     state = _MCState(k=k, generator=check_random_state(seed), expand_input=expand_input)
 
-    def begin_forward(module, args):
+    def begin_forward(module, args, kwargs):
         state.expanded = False
-        state.rows = args[0].shape[0] if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 0
+        tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim()] + [
+            v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.dim()]  # model(x) or model(**batch)
+        state.rows = tensors[0].shape[0] if tensors else 0
         if state.expand_input:
             state.expanded = True
-            x = args[0]
-            return (x.repeat_interleave(k, dim=0),) + tuple(args[1:])
+            rep = lambda v: v.repeat_interleave(k, dim=0) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == state.rows else v
+            return tuple(rep(a) for a in args), {name: rep(v) for name, v in kwargs.items()}
         return None
 
-    handle = model.register_forward_pre_hook(begin_forward)
+    handle = model.register_forward_pre_hook(begin_forward, with_kwargs=True)
     for layer in layers:
         layer._mc, layer._mask = state, None
     try:

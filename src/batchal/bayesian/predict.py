@@ -2,6 +2,12 @@
 
 Both run the model in eval mode (BatchNorm statistics are never updated while scoring; the
 caller's train/eval flags are restored afterwards), without gradients, chunk by chunk.
+
+Inputs: a tensor [N, ...], a torch Dataset (items ``x``, ``(x, y, ...)`` or dicts), or a dict of
+tensors [N, ...] (columns, as a tokenizer returns them). A dict batch is passed as keyword
+arguments (``model(**batch)``, the Hugging Face convention), and the model may return logits,
+a tuple (logits first) or an object with ``.logits``. For dict batches every tensor is repeated
+K times before the model (``expand_input``), so attention masks and the like keep their rows.
 """
 
 from __future__ import annotations
@@ -18,10 +24,53 @@ from batchal.acquisition.validation import check_positive_int
 from batchal.bayesian.dropout import mc_dropout
 from batchal.devices import resolve_device
 
-Data = Union[torch.Tensor, Dataset]
+Data = Union[torch.Tensor, Dataset, dict]
+
+
+def _rows(x) -> int:
+    if isinstance(x, dict):
+        first = next((v for v in x.values() if isinstance(v, torch.Tensor) and v.dim()), None)
+        if first is None:
+            raise ValueError(f"a dict batch needs at least one tensor with a batch dimension; got keys {', '.join(map(str, x))}")
+        return first.shape[0]
+    return x.shape[0]
+
+
+def _to(x, device):
+    if isinstance(x, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in x.items()}
+    return x.to(device)
+
+
+def _call(model: nn.Module, x) -> torch.Tensor:
+    """The model's logits for a batch: ``model(**x)`` for a dict, ``model(x)`` otherwise; an output
+    with ``.logits`` (Hugging Face) or a tuple (logits first) is unpacked."""
+    out = model(**x) if isinstance(x, dict) else model(x)
+    if hasattr(out, "logits"):
+        out = out.logits
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model returned {type(out).__name__}; expected logits (a tensor), a tuple or an object with .logits")
+    return out
+
+
+def _is_dict_data(data) -> bool:
+    if isinstance(data, dict):
+        return True
+    if isinstance(data, Dataset) and len(data):
+        return isinstance(data[0], dict)
+    return False
 
 
 def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
+    if isinstance(data, dict):
+        n = _num_items(data)
+        if n == 0:
+            raise ValueError("data is a dict of empty tensors; nothing to predict")
+        for start in range(0, n, batch_size):
+            yield {k: v[start : start + batch_size] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in data.items()}
+        return
     if isinstance(data, torch.Tensor):
         if data.dim() < 1 or data.shape[0] == 0:
             raise ValueError(f"data must be a non-empty tensor of inputs [N, ...], got shape {tuple(data.shape)}")
@@ -32,10 +81,12 @@ def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
         for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
             yield batch[0] if isinstance(batch, (tuple, list)) else batch
         return
-    raise ValueError(f"data must be a torch.Tensor of inputs or a torch Dataset, got {type(data).__name__}")
+    raise ValueError(f"data must be a torch.Tensor of inputs, a dict of tensors or a torch Dataset, got {type(data).__name__}")
 
 
 def _num_items(data: Data) -> int:
+    if isinstance(data, dict):
+        return _rows(data)
     return data.shape[0] if isinstance(data, torch.Tensor) else len(data)
 
 
@@ -67,15 +118,20 @@ def _eval_mode(model: nn.Module):
             m.training = flag
 
 
+def _first(x):
+    return {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in x.items()} if isinstance(x, dict) else x[:1]
+
+
 def _check_input_fits(model: nn.Module, data, device) -> None:
     """One input through the model, dropout off, before any MC sampling: a model that cannot take
     the data's input shape is reported as that (not as a problem of the K-fold expansion)."""
     first = data
+    shape = {k: tuple(v.shape) for k, v in first.items() if isinstance(v, torch.Tensor)} if isinstance(first, dict) else tuple(first.shape)
     with _eval_mode(model):
         try:
-            model(first.to(device))
+            _call(model, _to(first, device))
         except Exception as exc:  # the user's model: any failure here is about the input it was given
-            raise ValueError(f"the model fails on one input of shape {tuple(first.shape)} ({type(exc).__name__}: "
+            raise ValueError(f"the model fails on one input of shape {shape} ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); check that the data's input shape is what the model expects") from None
 
 
@@ -113,13 +169,14 @@ def predict_log_probs(
     out: Optional[torch.Tensor] = None
     done = 0
     failure = None
+    expand_input = expand_input or _is_dict_data(data)  # masks and positions must keep their rows
     with _eval_mode(model), _channels_last(model, channels_last, device), mc_dropout(model, k, seed=seed, expand_input=expand_input):
         for x in _batches(data, batch_size):
-            B = x.shape[0]
+            B = _rows(x)
             try:
-                logits = model(x.to(device))
+                logits = _call(model, _to(x, device))
             except RuntimeError as exc:
-                failure = (exc, x[:1])
+                failure = (exc, _first(x))
                 break
             if logits.dim() != 2 or logits.shape[0] != B * k:
                 raise RuntimeError(
@@ -184,12 +241,12 @@ def predict_embeddings(
         with _eval_mode(model):
             for x in _batches(data, batch_size):
                 captured.clear()
-                logits = model(x.to(device))
+                logits = _call(model, _to(x, device))
                 if len(captured) != 1:
                     raise FeatureLayerError(f"the feature layer ran {len(captured)} times in one forward pass; expected once (pass layer=)")
                 features.append(captured[0])
                 log_probs.append(F.log_softmax(logits.float(), dim=1).cpu()[:, None, :])
-                done += x.shape[0]
+                done += _rows(x)
                 if progress is not None:
                     progress(done, total)
     finally:
