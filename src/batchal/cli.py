@@ -136,7 +136,7 @@ def _load_toml(path: str) -> dict:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "func", "config", "ray", "cpus_per_run", "gpus_per_run")}
+    explicit = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "func", "config", "ray", "cpus_per_run", "gpus_per_run", "threads")}
     # No flag that defines the experiment and no config file: the built-in demonstration.
     demo = args.config is None and set(explicit) <= {"out", "data_dir", "device", "thresholds"}
     settings = dict(MAIN_JOB) if demo else {}
@@ -191,12 +191,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         def download_bar(desc, total):
             bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False, file=sys.stderr)
             return bar.update
-    data = load_dataset(first.dataset, first.data_dir, progress=download_bar, copies=first.copies, noise_std=first.noise_std)
+    data = load_dataset(first.dataset, first.data_dir, progress=download_bar, copies=first.copies, noise_std=first.noise_std,
+                        label_column=first.label_column, image_size=first.image_size, rgb=first.rgb)
     print(f"{first.dataset}: {len(data.train_y)} training points, {len(data.test_y)} test points, {data.num_classes} classes; "
           f"strategies {', '.join(names)}; seeds {', '.join(map(str, seeds))}; results in {out}", flush=True)
     results: dict[str, list[list[dict]]] = {s: [] for s in names}
     rounds_total = (first.budget - first.initial_size + first.acquisition_size - 1) // first.acquisition_size + 1
-    folders = {(s, seed): out / config.dataset / f"{s}-b{config.acquisition_size}-seed{seed}" for (s, seed), config in configs.items()}
+    # Your own data (a path) gets a folder named after its last part, never the path itself.
+    data_folder = first.dataset if first.dataset in dataset_names() else Path(first.dataset).name.replace(".", "-")
+    folders = {(s, seed): out / data_folder / f"{s}-b{config.acquisition_size}-seed{seed}" for (s, seed), config in configs.items()}
     if args.ray is not None:
         failed = _run_on_ray(args, configs, folders, results)
     else:
@@ -220,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         thresholds_text = ",".join(f"{t:g}" for t in thresholds)
         path = write_report([folders[key] for key in folders if folders[key].exists()], report_dir, thresholds)
         print(f"\nPlots (learning curves, labels needed) and a summary: {path}"
-              f"\n(rewrite them any time with: batchal report {out / first.dataset} --out {report_dir} --thresholds {thresholds_text})")
+              f"\n(rewrite them any time with: batchal report {out / data_folder} --out {report_dir} --thresholds {thresholds_text})")
     if failed:
         print(f"batchal: error: {len(failed)} run(s) failed: {', '.join(failed)}; the others finished", file=sys.stderr)
         return 1
@@ -437,7 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Simulated active learning with the data set's own labels. Without arguments: "
                          "BatchBALD, BALD and random on Repeated digits, about a minute on 2 cores.")
     run.add_argument("--config", help="a TOML file with any of the settings below (flags override it)")
-    run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}")
+    run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}, or your own: a folder train/<class>/<image> "
+                     "(optional test/), a .tar of one, an .npz (x, y[, x_test, y_test, class_names]), a .csv or .parquet (--label-column)")
+    run.add_argument("--label-column", dest="label_column", help="your own table: the column holding each row's class")
+    run.add_argument("--image-size", dest="image_size", type=int, help="your own images: resized to this square size (default 28)")
+    run.add_argument("--rgb", action="store_const", const=True, default=None, help="your own images: keep colour (default grayscale)")
     run.add_argument("--strategy", help="comma-separated strategies, e.g. batchbald,bald,random")
     run.add_argument("--acquisition-size", dest="acquisition_size", type=int, help="points labelled per round (b)")
     run.add_argument("--initial-size", dest="initial_size", type=int, help="class-balanced initial labels (0 allowed)")

@@ -36,6 +36,7 @@ from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
 from batchal.devices import resolve_device
 from batchal.stopping import StabilizingPredictions, cohen_kappa, parse_stop
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
+from batchal.data.user import fingerprint, is_user_dataset
 from batchal.models import create_model, default_model, model_names
 from batchal.training import TrainConfig, evaluate, metrics_of, train_model
 
@@ -91,13 +92,17 @@ class ExperimentConfig:
     members: int = 5  # ensemble size (posterior = "ensemble")
     stop: Optional[str] = None  # a stopping rule: stabilizing[:THRESHOLD[:WINDOW]] or plateau[:PATIENCE]
     initial_selection: str = "balanced"  # or "random" (BADGE's protocol: not class-balanced)
+    label_column: Optional[str] = None  # your own table (--dataset FILE.csv/.parquet): the class column
+    image_size: int = 28  # your own image folder or tar: the square size images are resized to
+    rgb: bool = False  # your own images: keep colour
     initial_indices: Optional[Any] = None  # fixed initial training indices, or the preset "batchbald-paper"
 
     def __post_init__(self):
         if isinstance(self.train, dict):
             self.train = TrainConfig(**self.train)
-        if self.dataset not in dataset_names():
-            raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {self.dataset!r}")
+        if self.dataset not in dataset_names() and not is_user_dataset(self.dataset):
+            raise ValueError(f"dataset must be one of {', '.join(dataset_names())}, or a path to your own data "
+                             f"(a folder train/<class>/..., a .tar of one, .npz, .csv or .parquet); got {self.dataset!r}")
         if self.strategy not in strategies():
             raise ValueError(f"strategy must be one of {', '.join(strategies())}; got {self.strategy!r}")
         if self.model is not None and self.model not in model_names():
@@ -138,7 +143,9 @@ class ExperimentConfig:
         out = dataclasses.replace(self)
         out.test_mc_samples = self.test_mc_samples or self.mc_samples
         out.model = self.model or default_model(self.dataset, data.input_shape)
-        if self.validation_size is None:
+        if self.validation_size is None and is_user_dataset(self.dataset) and self.dataset not in dataset_names():
+            out.validation_size = min(1024, len(data.train_y) // 10)  # your own data: 10% of it, at most 1,024
+        elif self.validation_size is None:
             base = self.dataset[len(REPEATED_PREFIX):] if self.dataset.startswith(REPEATED_PREFIX) else self.dataset
             copies = self.copies if self.dataset.startswith(REPEATED_PREFIX) else 1
             out.validation_size = _VALIDATION_DEFAULTS.get(base, 1024) * copies
@@ -389,7 +396,8 @@ def read_config(path: Path) -> dict:
 
 
 #: Settings that configurations written before them lack, with the value those runs had.
-_ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None, "initial_selection": "balanced", "initial_indices": None}
+_ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None, "initial_selection": "balanced", "initial_indices": None,
+                   "label_column": None, "image_size": 28, "rgb": False}
 #: Training settings added later, with the value earlier runs had.
 _ADDED_TRAIN_SETTINGS = {"sampler": "replacement", "until_accuracy": None, "grad_clamp": None, "reinit_every": 1000, "reinit_below": 0.2}
 
@@ -420,6 +428,23 @@ def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
     _atomic_write(path, (json.dumps(new, indent=2) + "\n").encode())
 
 
+def _check_fingerprint(run_dir: Path, found: dict) -> None:
+    """Your own data: the run folder keeps the data's fingerprint (data.json) and a resumed run on
+    other data (other rows, labels or values) is refused."""
+    path = run_dir / "data.json"
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
+            raise RunFileError(f"{path}: not a readable data fingerprint ({exc}); move it away to start a new run there") from None
+        if recorded != found:
+            differ = sorted(k for k in set(recorded) | set(found) if recorded.get(k) != found.get(k))
+            raise RunFileError(f"{run_dir} was run on other data ({', '.join(differ)} differ: recorded {recorded}, now {found}); "
+                               "choose another output directory")
+        return
+    _atomic_write(path, (json.dumps(found) + "\n").encode())
+
+
 def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Optional[Dataset] = None, progress: Optional[Progress] = None) -> list[dict]:
     """Run (or resume) one active-learning experiment; returns every round's row. A second
     process on the same ``run_dir`` while this one runs gets a RunInUseError (a RunFileError)."""
@@ -431,9 +456,12 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
 
 def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Dataset], progress: Optional[Progress]) -> list[dict]:
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std)
+        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std,
+                            label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
     config = config.resolved(data)
     results_path = run_dir / "results.jsonl"
+    if is_user_dataset(config.dataset) and config.dataset not in dataset_names():
+        _check_fingerprint(run_dir, fingerprint(data))
     rows = read_results(results_path)  # checked before the configuration may change
     _write_config(run_dir, config)
     splits = Splits.make(data, config)

@@ -260,9 +260,17 @@ def load_dataset(
     verify_files: bool = True,
     copies: int = 3,
     noise_std: float = 0.1,
+    label_column: Optional[str] = None,
+    image_size: int = 28,
+    rgb: bool = False,
 ) -> Dataset:
     """Load a data set by name (see ``dataset_names()``); files are found, verified and, when
-    missing, downloaded as ``batchal.data.files`` describes."""
+    missing, downloaded as ``batchal.data.files`` describes. A path loads your own data
+    (``batchal.data.user``: an image folder or tar, .npz, .csv or .parquet)."""
+    from batchal.data.user import is_user_dataset, load_user_dataset
+
+    if isinstance(name, str) and name not in dataset_names() and is_user_dataset(name):
+        return load_user_dataset(name, label_column=label_column, image_size=image_size, rgb=rgb)
     if not isinstance(name, str) or name not in dataset_names():
         raise ValueError(f"dataset must be one of {', '.join(dataset_names())}; got {name!r}")
     if name.startswith(REPEATED_PREFIX):

@@ -16,10 +16,11 @@ import torch
 from batchal.data.files import DataError
 
 
-def read_image_tar(path: Path, grayscale: bool = False) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, list[str]]], list[str]]:
+def read_image_tar(path: Path, grayscale: bool = False, image_size=None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, list[str]]], list[str]]:
     """{"train": (uint8 images N x H x W x C, labels N, member names), "test": ...} and the class
     names. Members that are not ``split/class/file`` images are ignored; an image that does not
-    decode, or whose size differs from the first, raises ``DataError`` naming the member."""
+    decode, or (without ``image_size``, which resizes every image to that square) whose size
+    differs from the first, raises ``DataError`` naming the member."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -47,7 +48,10 @@ def read_image_tar(path: Path, grayscale: bool = False) -> tuple[dict[str, tuple
             for name, cls, info in items:
                 try:
                     with Image.open(io.BytesIO(archive.extractfile(info).read())) as img:
-                        array = np.asarray(img.convert("L" if grayscale else "RGB"), dtype=np.uint8)
+                        img = img.convert("L" if grayscale else "RGB")
+                        if image_size is not None:
+                            img = img.resize((image_size, image_size), Image.BILINEAR)
+                        array = np.asarray(img, dtype=np.uint8)
                 except (UnidentifiedImageError, OSError, SyntaxError) as exc:
                     raise DataError(f"{path}: member {name} is not a readable image ({exc})") from None
                 shape = shape or array.shape
@@ -61,12 +65,12 @@ def read_image_tar(path: Path, grayscale: bool = False) -> tuple[dict[str, tuple
     return out, classes
 
 
-def tar_dataset(path: Path, name: str, grayscale: bool = False):
+def tar_dataset(path: Path, name: str, grayscale: bool = False, image_size=None):
     """A ``Dataset``: float32 N x C x H x W, normalised per channel by the training images'
     mean and standard deviation."""
     from batchal.data.datasets import Dataset
 
-    splits, classes = read_image_tar(path, grayscale)
+    splits, classes = read_image_tar(path, grayscale, image_size)
     train, test = splits["train"], splits["test"]
     if len(test[0]) == 0:
         raise DataError(f"{path}: no test/<class>/<file> images; the tar needs a test split")
