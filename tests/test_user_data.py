@@ -100,3 +100,22 @@ def test_batchal_run_on_your_own_data_and_a_changed_file_is_refused(tmp_path, ca
         run_experiment(config, run_dir)
     assert main(["run", "--dataset", str(tmp_path / "nothing.npz"), "--out", str(tmp_path / "r2"), *RUN]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_your_own_model_factory_in_run(tmp_path, monkeypatch):
+    x, y = blobs()
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n"
+        "calls = []\n"
+        "def make(input_shape, num_classes):\n"
+        "    calls.append((tuple(input_shape), num_classes))\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, num_classes))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dataset", "mine.npz", "--out", "runs", "--model", "nets.py:make", *RUN]) == 0
+    import json
+
+    config = json.loads((tmp_path / "runs" / "mine-npz" / "random-b5-seed0" / "config.json").read_text())
+    assert config["model"] == f"{tmp_path / 'nets.py'}:make"  # stored absolutely: a resume from elsewhere finds it
+    assert main(["run", "--dataset", "mine.npz", "--out", "runs2", "--model", "nets.py:nothing", *RUN]) == 2

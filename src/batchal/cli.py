@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefilter", type=int, help="BatchBALD: only this many points of highest BALD score compete (large pools)")
     run.add_argument("--pool-subsample", dest="pool_subsample", type=int, help="score a random subset of this many pool points per round")
     run.add_argument("--validation-size", dest="validation_size", type=int)
-    run.add_argument("--model", help="mnist_cnn, emnist_cnn, mlp or a registered model (default: the paper's for the data set)")
+    run.add_argument("--model", help="mnist_cnn, emnist_cnn, mlp, badge_mlp, resnet18_narrow, vgg16, or your own MODULE:FACTORY "
+                     "(package.module:fn or file.py:fn, called with (input_shape, num_classes) or no arguments; default: the paper's)")
     run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     run.add_argument("--max-epochs", dest="max_epochs", type=int)
     run.add_argument("--epoch-samples", dest="epoch_samples", type=int)

@@ -37,7 +37,7 @@ from batchal.devices import resolve_device
 from batchal.stopping import StabilizingPredictions, cohen_kappa, parse_stop
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
 from batchal.data.user import fingerprint, is_user_dataset
-from batchal.models import create_model, default_model, model_names
+from batchal.models import create_model, default_model, load_model, model_names
 from batchal.training import TrainConfig, evaluate, metrics_of, train_model
 
 _VALIDATION_DEFAULTS = {"digits": 100, "letter": 1000, "emnist-balanced": 16_384}
@@ -105,8 +105,13 @@ class ExperimentConfig:
                              f"(a folder train/<class>/..., a .tar of one, .npz, .csv or .parquet); got {self.dataset!r}")
         if self.strategy not in strategies():
             raise ValueError(f"strategy must be one of {', '.join(strategies())}; got {self.strategy!r}")
-        if self.model is not None and self.model not in model_names():
-            raise ValueError(f"model must be one of {', '.join(model_names())}; got {self.model!r}")
+        if self.model is not None and self.model not in model_names() and ":" not in str(self.model):
+            raise ValueError(f"model must be one of {', '.join(model_names())} or your own MODULE:FACTORY "
+                             f"(package.module:fn or file.py:fn); got {self.model!r}")
+        if self.model is not None and ":" in str(self.model):
+            module, _, factory = str(self.model).rpartition(":")
+            if module.endswith(".py"):  # resolved now: a resumed run or a Ray worker elsewhere finds the same file
+                self.model = f"{Path(module).resolve()}:{factory}"
         ints = {
             "acquisition_size": 1, "initial_size": 0, "budget": 1, "mc_samples": 1, "num_samples": 1, "seed": 0,
             "copies": 1, "eval_batch_size": 1,
@@ -428,6 +433,14 @@ def _write_config(run_dir: Path, config: ExperimentConfig) -> None:
     _atomic_write(path, (json.dumps(new, indent=2) + "\n").encode())
 
 
+def build_model(spec: str, input_shape: tuple, num_classes: int):
+    """A fresh model: a registered name, or your ``MODULE:FACTORY`` (called with ``(input_shape,
+    num_classes)`` or with no arguments, its ``nn.Dropout`` made consistent), in train mode."""
+    if spec in model_names():
+        return create_model(spec, input_shape, num_classes)
+    return load_model(spec, input_shape, num_classes).train()
+
+
 def _check_fingerprint(run_dir: Path, found: dict) -> None:
     """Your own data: the run folder keeps the data's fingerprint (data.json) and a resumed run on
     other data (other rows, labels or values) is refused."""
@@ -503,11 +516,11 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
                                              generator=generator, device=device, on_epoch=progress.epoch_done if progress else None))
 
         if config.posterior == "ensemble":
-            models = train_ensemble(lambda: create_model(config.model, data.input_shape, data.num_classes).to(device),
+            models = train_ensemble(lambda: build_model(config.model, data.input_shape, data.num_classes).to(device),
                                     config.members, fit, seed=_round_seed(config.seed, round_, 1))
         else:
             torch.manual_seed(_round_seed(config.seed, round_, 1))
-            models = [create_model(config.model, data.input_shape, data.num_classes).to(device)]
+            models = [build_model(config.model, data.input_shape, data.num_classes).to(device)]
             fit(models[0], torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)))
         model = models[0]
         train_seconds = time.perf_counter() - start
