@@ -1,0 +1,1 @@
+"""Thin layers between batchal and other frameworks' public APIs (one module each)."""
