@@ -97,6 +97,7 @@ def test_named_classes_get_number_keys_in_order(tmp_path):
             assert "2: dog" in page.locator(".item").first.inner_text()
             page.keyboard.press("2")
             page.wait_for_function("document.querySelectorAll('.item.done').length >= 1")
+            page.wait_for_function("document.getElementById('queue').textContent === ''")  # acknowledged by the server
             first = int(page.locator(".item").first.get_attribute("data-id"))
             browser.close()
         from batchal.labelling.store import Store
