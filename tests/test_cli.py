@@ -19,6 +19,9 @@ def test_run_several_strategies_and_seeds_prints_a_table(tmp_path, capsys):
         for seed in (0, 1):
             assert (tmp_path / "digits" / f"{strategy}-b5-seed{seed}" / "results.jsonl").is_file()
     assert "round 0: 10 labels" in out  # plain progress lines when not on a terminal
+    # The run ends with its plots and the command that rewrites them.
+    assert (tmp_path / "report" / "report.md").is_file() and list((tmp_path / "report").glob("*.png"))
+    assert f"batchal report {tmp_path / 'digits'} --out {tmp_path / 'report'} --thresholds 0.5" in out
 
 
 def test_toml_config_with_flag_override(tmp_path, capsys):
