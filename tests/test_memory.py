@@ -21,8 +21,12 @@ def status(key):
 def peak_above(fn, warm_up):
     warm_up()  # code paths and libraries loaded on first use are not the selection's memory
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError as exc:  # a sandbox that forbids it: the test skips, saying why
+        print("SKIP", exc)
+        return
     before = status("VmRSS")
     fn()
     print(status("VmHWM") - before)
@@ -60,7 +64,10 @@ def peak_mib(case: str) -> float:
                           # A fixed mmap threshold: freed large blocks go back to the system, so RSS is what is in use.
                           env={"BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "131072"})
     assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.strip().splitlines()[-1])
+    last = done.stdout.strip().splitlines()[-1]
+    if last.startswith("SKIP"):
+        pytest.skip(f"cannot reset the peak-RSS counter here ({last[5:]})")
+    return float(last)
 
 
 def test_batchbald_stays_within_twice_memory_bytes_above_its_input():
