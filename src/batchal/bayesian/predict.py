@@ -43,9 +43,13 @@ def _to(x, device):
 
 
 def _call(model: nn.Module, x) -> torch.Tensor:
-    """The model's logits for a batch: ``model(**x)`` for a dict, ``model(x)`` otherwise; an output
-    with ``.logits`` (Hugging Face) or a tuple (logits first) is unpacked."""
-    out = model(**x) if isinstance(x, dict) else model(x)
+    """The model's logits for a batch: ``model(**x)`` for a dict, ``model(x)`` otherwise."""
+    return logits_of(model(**x) if isinstance(x, dict) else model(x))
+
+
+def logits_of(out) -> torch.Tensor:
+    """A model's output as logits: an object with ``.logits`` (Hugging Face) or a tuple (logits
+    first) is unpacked; anything else that is not a tensor is refused in one line."""
     if hasattr(out, "logits"):
         out = out.logits
     elif isinstance(out, (tuple, list)):

@@ -18,16 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from batchal.bayesian.dropout import convert_dropout, mc_dropout
-
-
-def _logits(out) -> torch.Tensor:
-    if hasattr(out, "logits"):
-        out = out.logits
-    elif isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise ValueError(f"predict_step returned {type(out).__name__}; expected logits (a tensor), a tuple or an object with .logits")
-    return out
+from batchal.bayesian.predict import logits_of
 
 
 def predict_log_probs(trainer, module, dataloaders, k: int, seed=0, expand_input: bool = False) -> torch.Tensor:
@@ -35,7 +26,7 @@ def predict_log_probs(trainer, module, dataloaders, k: int, seed=0, expand_input
     convert_dropout(module)
     with mc_dropout(module, k, seed=seed, expand_input=expand_input):
         outputs = trainer.predict(module, dataloaders=dataloaders)
-    rows = [_logits(o).float().cpu() for o in outputs]
+    rows = [logits_of(o).float().cpu() for o in outputs]
     if any(r.shape[0] % k for r in rows):
         raise ValueError(f"predict_step returned {[r.shape[0] for r in rows]} rows; expected multiples of K = {k} "
                          "(call the module's forward once per batch in predict_step)")
