@@ -32,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from batchal.acquisition.coreset import _squared_distances_to
+
 EXPERTS = ("coreset", "conf", "uniform")
 
 
@@ -83,11 +85,7 @@ def albl(
     x = embeddings_N_D.double()
     sq = (x**2).sum(1)
     if labelled_embeddings_L_D is not None and labelled_embeddings_L_D.shape[0] > 0:
-        lab = labelled_embeddings_L_D.double()
-        dist = torch.full((N,), float("inf"), dtype=torch.float64)
-        for start in range(0, lab.shape[0], 1024):
-            c = lab[start : start + 1024]
-            dist = torch.minimum(dist, (sq[:, None] + (c**2).sum(1)[None] - 2 * x @ c.t()).amin(1))
+        dist = _squared_distances_to(x, sq, labelled_embeddings_L_D.double())
     else:
         dist = ((x - x.mean(0)) ** 2).sum(1)
     conf = confidence_N.double().clone()

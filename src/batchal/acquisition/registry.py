@@ -8,7 +8,6 @@ validates inputs and options once, in the same way for all of them, then calls t
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -32,6 +31,7 @@ from batchal.acquisition.validation import (
     check_positive_int,
     check_random_state,
     embedding_exponent,
+    embedding_scale,
     rescale,
     samples_identical,
 )
@@ -181,7 +181,7 @@ def select(
         )
     pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
     exponent = embedding_exponent(embeddings_N_D, checked.get("labelled_embeddings"))
-    scale = math.ldexp(1.0, exponent) if exponent < 1024 else math.inf
+    scale = embedding_scale(exponent)
     if exponent != 0:
         # Squared distances of such features would overflow (or underflow) float64; a power of
         # two rescales exactly and leaves distance-based picks unchanged.

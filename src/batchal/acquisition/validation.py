@@ -142,9 +142,8 @@ def embedding_exponent(*embeddings: torch.Tensor | None) -> int:
     return -math.frexp(largest)[1]
 
 
-def embedding_scale(*embeddings: torch.Tensor | None) -> float:
-    """The factor 2^e of ``embedding_exponent`` (inf where it exceeds float64: subnormal features)."""
-    exponent = embedding_exponent(*embeddings)
+def embedding_scale(exponent: int) -> float:
+    """The factor 2^exponent of ``embedding_exponent`` (inf where it exceeds float64: subnormal features)."""
     return math.ldexp(1.0, exponent) if exponent < 1024 else math.inf
 
 

@@ -598,14 +598,20 @@ class Project:
         pool = self._pool(labels)
         if not pool:
             return []
-        if len(pool) > self.score_candidates:
-            g = torch.Generator().manual_seed(self.round)
-            pool = [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
+        pool = self._candidates(pool)
         flat = torch.nn.functional.avg_pool2d(x, 2).flatten(1) if x.dim() == 4 and x.shape[-1] >= 8 else x.flatten(1)
         known = [position[i] for i in labels if i in position]
         labelled = flat[known] if known else None
         picks, _ = k_center_greedy(flat[[position[i] for i in pool]], min(self.meta["batch_size"], len(pool)), labelled)
         return [pool[p] for p in picks]
+
+    def _candidates(self, pool: list[int]) -> list[int]:
+        """The pool items this round scores: all of them, or ``score_candidates`` drawn uniformly
+        (seeded by the round), in pool order."""
+        if len(pool) <= self.score_candidates:
+            return pool
+        g = torch.Generator().manual_seed(self.round)
+        return [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
 
     def _audit_items(self, labels: dict[int, str], picked: set, batch_size: int, seed: int) -> list[int]:
         """Uniformly random pool items (not picked, not labelled, not flagged) for the estimate."""
@@ -673,10 +679,7 @@ class Project:
         self.state = "selecting"
         strategy = self.meta["strategy"]
         spec = get_strategy(strategy)
-        candidates = pool
-        if len(pool) > self.score_candidates:
-            g = torch.Generator().manual_seed(self.round)
-            candidates = [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
+        candidates = self._candidates(pool)
         pool_x = x_of(candidates)
         started = time.perf_counter()
         inputs = {}
