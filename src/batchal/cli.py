@@ -566,6 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--predictions", help="also write the latest model's predictions for unlabelled items (same format)")
     export.add_argument("--model-weights", dest="model_weights", help="also train a model on every label and write its state dict here")
     export.set_defaults(func=cmd_label_export)
+
+    from batchal.integrations.label_studio import add_commands as add_label_studio
+
+    add_label_studio(sub)
     return parser
 
 

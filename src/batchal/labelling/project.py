@@ -37,7 +37,7 @@ from batchal.data.files import DataError
 from batchal.data.images import IMAGE_SUFFIXES, load_image
 from batchal.devices import resolve_device
 from batchal.labelling import quality
-from batchal.labelling.store import Store
+from batchal.labelling.store import UNLABELLED, Store
 from batchal.models import create_model, load_model, model_names
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
 from batchal.training import TrainConfig, train_model
@@ -459,6 +459,13 @@ class Project:
         if busy is not None:
             raise PermissionError(busy)
         return self.store.add_label(item_id, label, annotator)
+
+    def withdraw_label(self, item_id: int, annotator: Optional[str] = None) -> int:
+        """Withdraw this annotator's label of the item (a new history row meaning 'not labelled';
+        other annotators' labels stand)."""
+        if self.store.item_path(item_id) is None:
+            raise KeyError(f"no item with id {item_id}")
+        return self.store.add_label(item_id, UNLABELLED, annotator)
 
     def flag(self, item_id: int, kind: str, note: Optional[str] = None, annotator: Optional[str] = None) -> int:
         """Take an item out of the pool without a label: ``unsure`` or ``bad_image``, with an optional note."""

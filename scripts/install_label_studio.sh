@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Label Studio in its own virtual environment (its pins clash with ours: Django, pydantic, ...),
+# for tests/test_label_studio.py's real-server test and for trying `batchal label-studio` by hand.
+# Usage: scripts/install_label_studio.sh [VENV_DIR]   (default .venv-label-studio)
+# Then:  export BATCHAL_LABEL_STUDIO=VENV_DIR/bin/label-studio
+# Tested with Label Studio 1.23.2 (about 2 minutes to install on 2 cores).
+set -euo pipefail
+venv="${1:-.venv-label-studio}"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q "label-studio==1.23.2"
+"$venv/bin/python" -c "import label_studio; print('Label Studio', label_studio.__version__, 'in $venv')"
