@@ -119,3 +119,33 @@ def test_your_own_model_factory_in_run(tmp_path, monkeypatch):
     config = json.loads((tmp_path / "runs" / "mine-npz" / "random-b5-seed0" / "config.json").read_text())
     assert config["model"] == f"{tmp_path / 'nets.py'}:make"  # stored absolutely: a resume from elsewhere finds it
     assert main(["run", "--dataset", "mine.npz", "--out", "runs2", "--model", "nets.py:nothing", *RUN]) == 2
+
+
+def test_outputs_name_items_by_the_data_sets_own_ids(tmp_path):
+    """Every source's training items carry their own ids (a table's row number, a file's path, a
+    tar's member name), and run rows name acquired items by them: each id leads back to an item
+    with the acquired label."""
+    pytest.importorskip("PIL")
+    x, y = blobs(60)
+    header = ",".join(f"f{i}" for i in range(5)) + ",kind\n"
+    (tmp_path / "t.csv").write_text(header + "".join(",".join(f"{v:.4f}" for v in row) + f",{'abc'[c]}\n" for row, c in zip(x, y)))
+    data = load_dataset(str(tmp_path / "t.csv"), label_column="kind")
+    assert sorted(data.train_ids) != list(range(len(data.train_ids)))  # the split shuffled: ids are not positions
+    assert all(data.class_names[int(data.train_y[n])] == "abc"[y[row]] for n, row in enumerate(data.train_ids))
+    np.savez(tmp_path / "n.npz", x=x, y=y)
+    npz = load_dataset(str(tmp_path / "n.npz"))
+    assert all(np.allclose(npz.train_x[n].numpy(), x[row]) for n, row in enumerate(npz.train_ids))
+    for c, cls in enumerate(("cats", "dogs")):
+        (tmp_path / "imgs" / "train" / cls).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "imgs" / "train" / cls / f"{i}.png").write_bytes(_png(40 + 100 * c + i))
+    folder = load_dataset(str(tmp_path / "imgs"), image_size=8)  # no test/: a stated split
+    assert all(path.split("/")[1] == folder.class_names[int(folder.train_y[n])] for n, path in enumerate(folder.train_ids))
+    assert all((tmp_path / "imgs" / path).is_file() for path in folder.train_ids)
+    assert main(["run", "--dataset", str(tmp_path / "t.csv"), "--label-column", "kind", "--out", str(tmp_path / "runs"),
+                 "--model", "mlp", *RUN]) == 0
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "t-csv" / "random-b5-seed0" / "results.jsonl").read_text().splitlines()]
+    acquired = [(i, label) for row in rows for i, label in zip(row.get("acquired_ids", []), row["acquired_labels"])]
+    assert len(acquired) == 10 and all("abc"[y[row]] == data.class_names[label] for row, label in acquired)

@@ -587,6 +587,7 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
                     [i, q] for i, q in zip(acquired, selection.scores.tolist())]}
             row.update({
                 "acquired": acquired,
+                **({"acquired_ids": [data.train_ids[i] for i in acquired]} if data.train_ids is not None else {}),
                 "acquired_labels": data.train_y[acquired].tolist(),
                 "scores": selection.scores.tolist(),
                 "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": score_seconds, "select": select_seconds},

@@ -42,6 +42,9 @@ class Dataset:
     test_y: torch.Tensor
     class_names: list[str]
     is_image: bool
+    #: The data set's own id of each training item (a file path, a table's row number), when it has
+    #: them; run rows then name acquired items by them too (``acquired_ids``).
+    train_ids: Optional[list] = None
 
     @property
     def num_classes(self) -> int:

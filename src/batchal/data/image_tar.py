@@ -79,4 +79,4 @@ def tar_dataset(path: Path, name: str, grayscale: bool = False, image_size=None)
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
     return Dataset(name, ((train_x - mean) / std).contiguous(), torch.from_numpy(train[1]), ((test_x - mean) / std).contiguous(),
-                   torch.from_numpy(test[1]), classes, is_image=True)
+                   torch.from_numpy(test[1]), classes, is_image=True, train_ids=list(train[2]))

@@ -4,14 +4,17 @@ Accepted, by what the path is:
 
 - a folder ``train/<class>/<image>`` (optional ``test/<class>/<image>``): PNG/JPEG images, each
   resized to ``image_size`` (28 by default), grayscale unless ``rgb``, scaled by the training
-  images' per-channel mean and standard deviation; item ids are the relative paths;
+  images' per-channel mean and standard deviation; item ids are the paths inside the folder;
 - a ``.tar`` of such a folder (read in place, never unpacked; ``batchal.data.image_tar``);
 - an ``.npz`` with ``x`` and ``y`` (optional ``x_test``, ``y_test``, ``class_names``); item ids
   are row numbers;
 - a ``.csv`` or ``.parquet`` table with ``label_column``: every other column must be numeric
   (text columns are refused by name: encode them yourself, the choice is yours to make), and
   features are standardised by the training split's mean and standard deviation; item ids are
-  row numbers.
+  row numbers (0 = the first row after the header).
+
+Run rows name acquired items both by training-set index (``acquired``) and by these ids
+(``acquired_ids``); a tar's ids are its member names.
 
 Without a test split, a stated one is made: a stratified 20% of the rows (seed 0).
 ``fingerprint`` summarises the data (sizes, class counts, a content hash) so that a run folder
@@ -56,12 +59,15 @@ def load_user_dataset(path, label_column: Optional[str] = None, image_size: int 
     raise ValueError(f"--dataset {path}: expected a folder train/<class>/..., a .tar of one, an .npz, a .csv or a .parquet file")
 
 
-def _split(x: np.ndarray, y: np.ndarray):
+def _split(x: np.ndarray, y: np.ndarray, ids: Optional[np.ndarray] = None):
+    """x_train, x_test, y_train, y_test, ids_train (the training rows' ids; row numbers by default)."""
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 else None
-    return train_test_split(x, y, test_size=TEST_FRACTION, random_state=0, stratify=stratify)
+    ids = np.arange(len(y)) if ids is None else np.asarray(ids)
+    x_train, x_test, y_train, y_test, ids_train, _ = train_test_split(x, y, ids, test_size=TEST_FRACTION, random_state=0, stratify=stratify)
+    return x_train, x_test, y_train, y_test, ids_train.tolist()
 
 
 def _npz(path: Path):
@@ -82,18 +88,18 @@ def _npz(path: Path):
     if ("x_test" in data) != ("y_test" in data):
         raise ValueError(f"--dataset {path}: give both x_test and y_test, or neither")
     if "x_test" in data:
-        x_train, y_train, x_test, y_test = x, y, data["x_test"], data["y_test"]
+        x_train, y_train, x_test, y_test, ids = x, y, data["x_test"], data["y_test"], list(range(len(y)))
         if len(x_test) != len(y_test):
             raise ValueError(f"--dataset {path}: x_test has {len(x_test)} rows but y_test has {len(y_test)}")
     else:
-        x_train, x_test, y_train, y_test = _split(x, y)
+        x_train, x_test, y_train, y_test, ids = _split(x, y)
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     names = [str(c) for c in data["class_names"]] if "class_names" in data else [str(c) for c in range(num_classes)]
     if len(names) < num_classes:
         raise ValueError(f"--dataset {path}: {len(names)} class_names for labels up to {num_classes - 1}")
     to_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return Dataset(str(path), to_x(x_train), torch.from_numpy(y_train.astype(np.int64)), to_x(x_test),
-                   torch.from_numpy(np.asarray(y_test).astype(np.int64)), names, is_image=x.ndim == 4)
+                   torch.from_numpy(np.asarray(y_test).astype(np.int64)), names, is_image=x.ndim == 4, train_ids=ids)
 
 
 def _read_columns(path: Path) -> dict[str, list]:
@@ -161,11 +167,12 @@ def _table(path: Path, label_column: Optional[str]):
         raise ValueError(f"--dataset {path}: row {row}, column {list(numeric)[col]!r} is empty; fill or drop it first")
     names = sorted(set(labels))
     y = np.array([names.index(v) for v in labels], dtype=np.int64)
-    x_train, x_test, y_train, y_test = _split(x, y)
+    x_train, x_test, y_train, y_test, ids = _split(x, y)
     mean, std = x_train.mean(0), x_train.std(0)
     std[std == 0] = 1.0
     to_x = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32))
-    return Dataset(str(path), to_x(x_train), torch.from_numpy(y_train), to_x(x_test), torch.from_numpy(y_test), names, is_image=False)
+    return Dataset(str(path), to_x(x_train), torch.from_numpy(y_train), to_x(x_test), torch.from_numpy(y_test), names, is_image=False,
+                   train_ids=ids)
 
 
 def _image_folder(path: Path, image_size: int, rgb: bool):
@@ -180,7 +187,7 @@ def _image_folder(path: Path, image_size: int, rgb: bool):
         raise ValueError(f"--dataset {path}: train/ holds {len(classes)} class folder(s); two at least")
 
     def read(split: Path):
-        xs, ys = [], []
+        xs, ys, names = [], [], []
         for c, name in enumerate(classes):
             folder = split / name
             files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
@@ -189,22 +196,23 @@ def _image_folder(path: Path, image_size: int, rgb: bool):
                 try:
                     xs.append(load_image(f, image_size, not rgb, mean=0.0, std=1.0))
                     ys.append(c)
+                    names.append(f.relative_to(path).as_posix())
                     readable += 1
                 except DataError:
                     continue
             if split == train and readable == 0:
                 raise ValueError(f"--dataset {path}: the class folder {folder.relative_to(path)} has no readable image")
-        return (torch.stack(xs) if xs else torch.zeros(0)), torch.tensor(ys, dtype=torch.long)
+        return (torch.stack(xs) if xs else torch.zeros(0)), torch.tensor(ys, dtype=torch.long), names
 
-    x_train, y_train = read(train)
+    x_train, y_train, ids = read(train)
     if (path / "test").is_dir():
-        x_test, y_test = read(path / "test")
+        x_test, y_test, _ = read(path / "test")
     else:
-        a, b, c, d = _split(x_train.numpy(), y_train.numpy())
+        a, b, c, d, ids = _split(x_train.numpy(), y_train.numpy(), np.asarray(ids, dtype=object))
         x_train, x_test, y_train, y_test = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c), torch.from_numpy(d)
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
-    return Dataset(str(path), (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, classes, is_image=True)
+    return Dataset(str(path), (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, classes, is_image=True, train_ids=ids)
 
 
 def fingerprint(data) -> dict:
