@@ -89,7 +89,17 @@ class _ConsistentDropout(nn.Module):
             keep = torch.rand(shape, generator=self._mc.generator) >= self.p
             self._mask = keep.float() / (1 - self.p)
         elif self._mask.shape != shape:
-            raise RuntimeError(f"{type(self).__name__} got features {tuple(feature_shape)} but its masks were drawn for {tuple(self._mask.shape[1:])}")
+            if len(shape) != self._mask.dim():
+                raise RuntimeError(f"{type(self).__name__} got features {tuple(feature_shape)} but its masks were drawn for {tuple(self._mask.shape[1:])}")
+            # Sequences padded to different lengths per chunk (dynamic padding): the masks grow to
+            # the longest seen, the new positions drawn afresh and the old ones kept, and each
+            # chunk takes its leading part, so a token keeps its K masks whatever the padding.
+            grown = tuple(max(a, b) for a, b in zip(self._mask.shape, shape))
+            if grown != tuple(self._mask.shape):
+                keep = (torch.rand(grown, generator=self._mc.generator) >= self.p).float() / (1 - self.p)
+                keep[tuple(slice(0, n) for n in self._mask.shape)] = self._mask
+                self._mask = keep
+            return self._mask[tuple(slice(0, n) for n in shape)]
         return self._mask
 
 

@@ -24,7 +24,7 @@ from batchal.acquisition.validation import check_positive_int
 from batchal.bayesian.dropout import mc_dropout
 from batchal.devices import resolve_device
 
-Data = Union[torch.Tensor, Dataset, dict]
+Data = Union[torch.Tensor, Dataset, dict, DataLoader]
 
 
 def _rows(x) -> int:
@@ -62,6 +62,8 @@ def logits_of(out) -> torch.Tensor:
 def _is_dict_data(data) -> bool:
     if isinstance(data, dict):
         return True
+    if isinstance(data, DataLoader):
+        data = data.dataset
     if isinstance(data, Dataset) and len(data):
         return isinstance(data[0], dict)
     return False
@@ -81,16 +83,22 @@ def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, data.shape[0], batch_size):
             yield data[start : start + batch_size]
         return
-    if isinstance(data, Dataset):
-        for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+    if isinstance(data, (Dataset, DataLoader)):
+        # A DataLoader is used as it is (its collator pads, its batch size counts): it must not shuffle.
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+        if isinstance(loader.sampler, torch.utils.data.RandomSampler):
+            raise ValueError("the DataLoader shuffles: predictions would not follow the pool's order; pass shuffle=False")
+        for batch in loader:
             yield batch[0] if isinstance(batch, (tuple, list)) else batch
         return
-    raise ValueError(f"data must be a torch.Tensor of inputs, a dict of tensors or a torch Dataset, got {type(data).__name__}")
+    raise ValueError(f"data must be a torch.Tensor of inputs, a dict of tensors, a torch Dataset or a DataLoader, got {type(data).__name__}")
 
 
 def _num_items(data: Data) -> int:
     if isinstance(data, dict):
         return _rows(data)
+    if isinstance(data, DataLoader):
+        return len(data.dataset)
     return data.shape[0] if isinstance(data, torch.Tensor) else len(data)
 
 
