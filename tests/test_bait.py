@@ -107,7 +107,7 @@ def test_bait_runs_an_experiment_end_to_end(tmp_path):
     assert len(acquired) == len(set(acquired)) == 10
 
 
-@pytest.mark.parametrize("strategy", [s for s in batchal.strategies() if "labelled_embeddings" in batchal.acquisition.registry.get_strategy(s).options])
+@pytest.mark.parametrize("strategy", [s for s in batchal.strategies("classification") if "labelled_embeddings" in batchal.acquisition.registry.get_strategy(s).options])
 def test_labelled_inputs_from_another_layer_or_model_are_refused_for_every_strategy(strategy):
     """select checks the labelled set's features (and, where taken, log-probabilities) against the
     pool's once, for every strategy that accepts them."""

@@ -10,7 +10,7 @@ import batchal
 from conftest import random_log_probs
 
 N, K, C, D = 60, 8, 4, 6
-STRATEGIES = batchal.strategies()
+STRATEGIES = batchal.strategies("classification")
 
 
 def inputs(seed=0, n=N):

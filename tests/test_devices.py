@@ -21,7 +21,7 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=f"no CUDA device (torch {torch.__version__})")),
 ]
-STRATEGIES = batchal.strategies()
+STRATEGIES = batchal.strategies("classification")
 
 
 def pool(n=80, k=6, c=5, d=7, seed=0):

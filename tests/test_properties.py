@@ -14,7 +14,7 @@ import batchal
 from batchal.acquisition.batchbald import BatchBALDWarning
 from conftest import random_log_probs
 
-STRATEGIES = batchal.strategies()
+STRATEGIES = batchal.strategies("classification")
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 

@@ -176,9 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = settings.pop("seeds", [0])
     out = Path(settings.pop("out", "runs"))
     thresholds = settings.pop("thresholds", [0.8, 0.9])
-    unknown = [s for s in names if s not in strategies()]
+    unknown = [s for s in names if s not in strategies("classification")]
     if unknown:
-        raise ValueError(f"--strategy: unknown {', '.join(unknown)}; choose from {', '.join(strategies())}")
+        raise ValueError(f"--strategy: {', '.join(unknown)} is not a classification strategy batchal run can simulate; "
+                         f"choose from {', '.join(strategies('classification'))}")
     if settings.get("data_dir"):  # resolved here: a Ray worker elsewhere would read it against its own folder
         settings["data_dir"] = str(Path(settings["data_dir"]).expanduser().resolve())
     configs = {(s, seed): ExperimentConfig(strategy=s, seed=seed, **settings) for s in names for seed in seeds}

@@ -103,8 +103,10 @@ class ExperimentConfig:
         if self.dataset not in dataset_names() and not is_user_dataset(self.dataset):
             raise ValueError(f"dataset must be one of {', '.join(dataset_names())}, or a path to your own data "
                              f"(a folder train/<class>/..., a .tar of one, .npz, .csv or .parquet); got {self.dataset!r}")
-        if self.strategy not in strategies():
-            raise ValueError(f"strategy must be one of {', '.join(strategies())}; got {self.strategy!r}")
+        if self.strategy not in strategies("classification"):
+            kind = "" if self.strategy not in strategies() else f" ({self.strategy} is a {get_strategy(self.strategy).kind} strategy: " \
+                "batchal run simulates single-label classification; call batchal.select with its inputs)"
+            raise ValueError(f"strategy must be one of {', '.join(strategies('classification'))}; got {self.strategy!r}{kind}")
         if self.model is not None and self.model not in model_names() and ":" not in str(self.model):
             raise ValueError(f"model must be one of {', '.join(model_names())} or your own MODULE:FACTORY "
                              f"(package.module:fn or file.py:fn); got {self.model!r}")

@@ -20,6 +20,10 @@ from batchal.acquisition import bait as _bait
 from batchal.acquisition import batchbald as _bb
 from batchal.acquisition import clustering as _clustering
 from batchal.acquisition import coreset as _coreset
+from batchal.acquisition import dense as _dense
+from batchal.acquisition import factorised as _factorised
+from batchal.acquisition import multilabel as _multilabel
+from batchal.acquisition import regression as _regression
 from batchal.acquisition import epig as _epig
 from batchal.acquisition import kdpp as _kdpp
 from batchal.acquisition import scores as _scores
@@ -73,9 +77,12 @@ class Inputs:
     log_probs_N_K_C: Optional[torch.Tensor]
     embeddings_N_D: Optional[torch.Tensor]
     progress: Optional[Callable[[int, int], None]]
+    pool: Optional[int] = None  # the pool's size when a label kind's own input carries it
 
     @property
     def pool_size(self) -> int:
+        if self.pool is not None:
+            return self.pool
         tensor = self.log_probs_N_K_C if self.log_probs_N_K_C is not None else self.embeddings_N_D
         return tensor.shape[0]
 
@@ -88,6 +95,12 @@ class Strategy:
     needs_embeddings: bool
     summary: str
     options: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # name -> checker
+    #: For label kinds beyond single-label classification (multi-label, regression, dense): the
+    #: option that carries the pool (e.g. "mean_N_K"); select() then requires it instead of
+    #: log_probs_N_K_C or embeddings_N_D.
+    pool_input: Optional[str] = None
+    #: The label kind the strategy serves: classification, multi-label, regression or segmentation.
+    kind: str = "classification"
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -106,9 +119,14 @@ def register(strategy: Strategy) -> Strategy:
     return strategy
 
 
-def strategies() -> list[str]:
-    """Names of the registered strategies, in registration order."""
-    return list(_REGISTRY)
+KINDS = ("classification", "multi-label", "regression", "segmentation")
+
+
+def strategies(kind: Optional[str] = None) -> list[str]:
+    """Names of the registered strategies, in registration order (of one label kind: KINDS)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
 
 
 def get_strategy(name: str) -> Strategy:
@@ -148,7 +166,9 @@ def select(
         raise ValueError(f"strategy {strategy!r} needs log_probs_N_K_C (N x K x C log-probabilities)")
     if spec.needs_embeddings and embeddings_N_D is None:
         raise ValueError(f"strategy {strategy!r} needs embeddings_N_D (N x D penultimate features)")
-    if log_probs_N_K_C is None and embeddings_N_D is None:
+    if spec.pool_input is not None and spec.pool_input not in checked:
+        raise ValueError(f"strategy {strategy!r} needs {spec.pool_input}=... (see batchal strategies {strategy})")
+    if log_probs_N_K_C is None and embeddings_N_D is None and spec.pool_input is None:
         raise ValueError(f"strategy {strategy!r} needs log_probs_N_K_C or embeddings_N_D to know the pool")
     if log_probs_N_K_C is not None:
         log_probs_N_K_C = check_log_probs(log_probs_N_K_C)
@@ -179,7 +199,11 @@ def select(
             f"labelled_log_probs has C = {labelled_log_probs.shape[2]} classes but log_probs_N_K_C has "
             f"C = {log_probs_N_K_C.shape[2]}; both must come from the same model"
         )
-    pool_size = (log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
+    pool_size = (checked[spec.pool_input] if spec.pool_input is not None
+                 else log_probs_N_K_C if log_probs_N_K_C is not None else embeddings_N_D).shape[0]
+    if spec.pool_input is not None and embeddings_N_D is not None and embeddings_N_D.shape[0] != pool_size:
+        raise ValueError(f"{spec.pool_input} has N = {pool_size} points but embeddings_N_D has N = {embeddings_N_D.shape[0]}; "
+                         "both must describe the same pool")
     exponent = embedding_exponent(embeddings_N_D, checked.get("labelled_embeddings"))
     scale = embedding_scale(exponent)
     if exponent != 0:
@@ -194,6 +218,7 @@ def select(
         log_probs_N_K_C=log_probs_N_K_C,
         embeddings_N_D=embeddings_N_D,
         progress=progress,
+        pool=pool_size if spec.pool_input is not None else None,
     )
     indices, picked_scores, info = spec.run(inputs, **checked)
     if exponent != 0:
@@ -209,7 +234,8 @@ def select(
 def describe(strategy: str) -> str:
     """The strategy's documentation: formula, source, score meaning and options with defaults."""
     spec = get_strategy(strategy)
-    return f"{spec.name}: {spec.summary}\noptions: {spec.defaults or 'none'}"
+    kind = "" if spec.kind == "classification" else f" [{spec.kind}; its pool: {spec.pool_input or 'embeddings_N_D'}]"
+    return f"{spec.name}{kind}: {spec.summary}\noptions: {spec.defaults or 'none'}"
 
 
 # --- the strategies ----------------------------------------------------------------------
@@ -514,4 +540,156 @@ register(Strategy(
     "with batchal.acquisition.albl.update(state, reward, ...) once the model has retrained. Score: the pick's query probability.",
     options={"state": _check_albl_state, "budget": lambda v: check_positive_int(v, "budget"),
              "labelled_embeddings": _check_labelled_embeddings},
+))
+
+
+# --- label kinds beyond single-label classification ---------------------------------------
+# Each takes its pool as a named input (Strategy.pool_input), checked with its shape named.
+
+
+def _top_b_of(scores_N: torch.Tensor, inputs: Inputs):
+    order = torch.sort(-scores_N.cpu(), stable=True).indices[: inputs.batch_size]
+    return order, scores_N.cpu()[order], {}
+
+
+def _multilabel_bald_run(inputs: Inputs, log_probs_N_K_L=None):
+    return _top_b_of(_multilabel.multilabel_bald(log_probs_N_K_L), inputs)
+
+
+def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples: int = 40_000, max_configurations: int = 256,
+                              memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES):
+    binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
+    L = binary.shape[2]
+    if 2**L <= max_configurations:
+        encoded = _factorised.product_log_probs(binary)
+        if num_samples < encoded.shape[1]:
+            raise ValueError(f"num_samples={num_samples} is smaller than K={encoded.shape[1]}")
+        result = _bb.batchbald(encoded, inputs.batch_size, num_samples=num_samples, generator=inputs.generator,
+                               memory_bytes=memory_bytes, progress=inputs.progress)
+        return result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
+    return _factorised.sampled_batchbald(binary, inputs.batch_size, inputs.generator, num_samples=min(num_samples, 4096),
+                                         memory_bytes=memory_bytes)
+
+
+def _multilabel_badge_run(inputs: Inputs, log_probs_N_K_L=None):
+    embeddings = _badge.GradientEmbeddings(a_N_C=_multilabel.residuals(log_probs_N_K_L), h_N_D=inputs.embeddings_N_D.double())
+    indices, picked = _badge.kmeans_plus_plus(embeddings, inputs.batch_size, inputs.generator)
+    return indices, picked, {}
+
+
+def _check_estimator(value):
+    if value not in ("moment", "sampled"):
+        raise ValueError(f"estimator must be 'moment' or 'sampled', got {value!r}")
+    return value
+
+
+def _regression_inputs(mean_N_K, var_N_K, noise):
+    return _regression.check_regression(mean_N_K, var_N_K, noise)
+
+
+def _regression_bald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None, estimator: str = "moment", num_samples: int = 4096):
+    mean, var = _regression_inputs(mean_N_K, var_N_K, noise)
+    scores_N = _regression.moment_bald(mean, var) if estimator == "moment" else _regression.sampled_bald(mean, var, num_samples, inputs.generator)
+    return _top_b_of(scores_N, inputs)
+
+
+def _regression_batchbald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None):
+    mean, var = _regression_inputs(mean_N_K, var_N_K, noise)
+    picks, gains = _regression.gaussian_joint(mean, var, inputs.batch_size)
+    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
+
+
+def _regression_maxdet_run(inputs: Inputs, noise: float = 1.0):
+    picks, gains = _regression.maxdet(inputs.embeddings_N_D, noise, inputs.batch_size)
+    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
+
+
+def _check_reduction(value):
+    if value not in ("mean", "top"):
+        raise ValueError(f"reduction must be 'mean' or 'top', got {value!r}")
+    return value
+
+
+def _check_fraction(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _segmentation_scores(score: str):
+    def run(inputs: Inputs, log_probs_N_K_C_H_W=None, reduction: str = "mean", top_fraction: float = 0.1):
+        per_pixel = _dense.per_pixel_scores(log_probs_N_K_C_H_W, score)
+        return _top_b_of(_dense.reduce_pixels(per_pixel, reduction, top_fraction), inputs)
+
+    return run
+
+
+def _segmentation_batchbald_run(inputs: Inputs, log_probs_N_K_C_H_W=None, pixels: Optional[int] = 64, num_samples: int = 1024,
+                                memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES):
+    spatial = tuple(log_probs_N_K_C_H_W.shape[3:])
+    chosen = _factorised.choose_pixels(spatial, pixels, inputs.generator)
+    items = _dense.pixels_last(log_probs_N_K_C_H_W)[:, :, chosen.to(log_probs_N_K_C_H_W.device)]  # N x K x P x C
+    picks, scores, info = _factorised.sampled_batchbald(items, inputs.batch_size, inputs.generator, num_samples, memory_bytes)
+    return picks, scores, {**info, "pixels": chosen.tolist()}
+
+
+_positive_int = lambda name: (lambda v: check_positive_int(v, name))  # noqa: E731
+register(Strategy(
+    "multilabel_bald", _multilabel_bald_run, needs_log_probs=False, needs_embeddings=False, pool_input="log_probs_N_K_L", kind="multi-label",
+    summary="Multi-label BALD: the per-label binary BALD summed over the L labels (log_probs_N_K_L: log sigmoid outputs). "
+    "Score: that sum (nats).",
+    options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs},
+))
+register(Strategy(
+    "multilabel_batchbald", _multilabel_batchbald_run, needs_log_probs=False, needs_embeddings=False, pool_input="log_probs_N_K_L",
+    kind="multi-label",
+    summary="Multi-label BatchBALD: I over the batch's L x b binary labels; exact by the product encoding (2^L values per item) "
+    "through batchbald while 2^L <= max_configurations, the sampled joint after. Score: the batch's I after pick n (nats).",
+    options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs, "num_samples": _positive_int("num_samples"),
+             "max_configurations": _positive_int("max_configurations"), "memory_bytes": _positive_int("memory_bytes")},
+))
+register(Strategy(
+    "multilabel_badge", _multilabel_badge_run, needs_log_probs=False, needs_embeddings=True, pool_input="log_probs_N_K_L",
+    kind="multi-label",
+    summary="BADGE for a sigmoid head: k-means++ on the binary cross-entropy gradients (p - [p >= 1/2]) (outer) h. "
+    "Score: squared distance to the nearest earlier pick.",
+    options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs},
+))
+_regression_options = {"mean_N_K": lambda v: v, "var_N_K": lambda v: v, "noise": lambda v: v}
+register(Strategy(
+    "regression_bald", _regression_bald_run, needs_log_probs=False, needs_embeddings=False, pool_input="mean_N_K", kind="regression",
+    summary="Regression BALD: I(y; w) under the K-component Gaussian mixture (mean_N_K with var_N_K or noise), by the "
+    "moment-matched upper bound (estimator='moment') or Monte Carlo (estimator='sampled'). Score: that estimate (nats).",
+    options={**_regression_options, "estimator": _check_estimator, "num_samples": _positive_int("num_samples")},
+))
+register(Strategy(
+    "regression_batchbald", _regression_batchbald_run, needs_log_probs=False, needs_embeddings=False, pool_input="mean_N_K",
+    kind="regression",
+    summary="Regression BatchBALD, the Gaussian joint: greedy max of 1/2 log det(Sigma_B + diag(s_B)) - 1/2 sum log s_B, Sigma the "
+    "K samples' covariance of the means, s the mean noise variance; exact greedy by rank-one updates. "
+    "Score: the batch's information after pick n (nats).",
+    options=_regression_options,
+))
+register(Strategy(
+    "regression_maxdet", _regression_maxdet_run, needs_log_probs=False, needs_embeddings=True, kind="regression",
+    summary="MaxDet on last-layer features (bmdal_reg's 'maxdet' with the 'll' kernel): greedy max of "
+    "log det(Phi_B Phi_B^T + noise I). Score: 1/2 log det(...) - b/2 log noise after pick n (nats).",
+    options={"noise": lambda v: check_positive_float(v, "noise")},
+))
+for _score in ("bald", "entropy"):
+    register(Strategy(
+        f"segmentation_{_score}", _segmentation_scores(_score), needs_log_probs=False, needs_embeddings=False,
+        pool_input="log_probs_N_K_C_H_W", kind="segmentation",
+        summary=f"Segmentation: the per-pixel {'BALD' if _score == 'bald' else 'predictive entropy'} reduced over the pixels "
+        "(reduction='mean', or 'top': the mean of the top_fraction highest). Score: that value.",
+        options={"log_probs_N_K_C_H_W": _dense.check_dense_log_probs, "reduction": _check_reduction, "top_fraction": _check_fraction},
+    ))
+register(Strategy(
+    "segmentation_batchbald", _segmentation_batchbald_run, needs_log_probs=False, needs_embeddings=False,
+    pool_input="log_probs_N_K_C_H_W", kind="segmentation",
+    summary="Segmentation BatchBALD: images as factorised items of `pixels` positions drawn once (the same for every image), "
+    "the sampled joint over the batch's pixels; memory N x S x K float64 within memory_bytes. Score: the estimated I after pick n.",
+    options={"log_probs_N_K_C_H_W": _dense.check_dense_log_probs,
+             "pixels": lambda v: v if v is None else check_positive_int(v, "pixels"),
+             "num_samples": _positive_int("num_samples"), "memory_bytes": _positive_int("memory_bytes")},
 ))

@@ -172,7 +172,8 @@ def predict_log_probs(
     once (from ``seed``) and shared by every chunk of ``batch_size`` inputs. Layers before the
     first dropout layer run once per input. ``channels_last`` runs 2-d convolutions in that
     layout (default: on the CPU when the model has any; parameters restored afterwards).
-    Returns a float32 CPU tensor N x K x C. ``progress(done, total)`` is called after every chunk.
+    Returns a float32 CPU tensor N x K x C (N x K x C x H x W for a model with dense outputs
+    [rows, C, H, W], segmentation). ``progress(done, total)`` is called after every chunk.
     """
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -190,14 +191,15 @@ def predict_log_probs(
             except RuntimeError as exc:
                 failure = (exc, _first(x))
                 break
-            if logits.dim() != 2 or logits.shape[0] != B * k:
+            if logits.dim() < 2 or logits.shape[0] != B * k:
                 raise RuntimeError(
                     f"inside mc_dropout the model returned shape {tuple(logits.shape)}; expected [{B * k}, C] (B*K rows)"
                     + ("" if expand_input else "; if some path to the output skips dropout, pass expand_input=True")
                 )
-            log_probs_b_K_C = F.log_softmax(logits.float(), dim=1).view(B, k, -1).cpu()
+            # Dense outputs [B*K, C, H, W, ...] (segmentation) keep their spatial sizes: N x K x C x H x W.
+            log_probs_b_K_C = F.log_softmax(logits.float(), dim=1).view(B, k, *logits.shape[1:]).cpu()
             if out is None:
-                out = torch.empty(total, k, log_probs_b_K_C.shape[2], dtype=torch.float32)
+                out = torch.empty(total, k, *log_probs_b_K_C.shape[2:], dtype=torch.float32)
             out[done : done + B] = log_probs_b_K_C
             done += B
             if progress is not None:

@@ -203,8 +203,8 @@ def init_project(
     for name, given in (("keys", keys), ("descriptions", descriptions)):
         if given is not None and len(given) != len(classes):
             raise ValueError(f"{name}: {len(given)} given for {len(classes)} classes")
-    if strategy not in strategies():
-        raise ValueError(f"--strategy must be one of {', '.join(strategies())}; got {strategy!r}")
+    if strategy not in strategies("classification"):
+        raise ValueError(f"--strategy must be one of {', '.join(strategies('classification'))}; got {strategy!r}")
     user_model = model not in model_names()
     if user_model and ":" not in str(model):
         raise ValueError(f"--model must be one of {', '.join(model_names())} or MODULE:FACTORY; got {model!r}")

@@ -1,0 +1,60 @@
+"""Dense predictions (segmentation): one categorical label per pixel.
+
+Input ``log_probs_N_K_C_H_W`` (any trailing spatial shape: N x K x C x S...): log p(y_pixel | x_n, w_k).
+
+- Per-image scores (``segmentation_bald``, ``segmentation_entropy``): the per-pixel score (BALD,
+  or the predictive entropy) reduced over the pixels by ``reduction``: ``"mean"``, or
+  ``"top"``, the mean of the ``top_fraction`` highest pixels (at least one). Top-b images.
+- ``segmentation_batchbald``: BatchBALD over images, each image a factorised item of its pixels
+  (independent given w: the usual per-pixel softmax head), on ``pixels`` positions drawn once
+  uniformly (the same for every image, seeded by the selection's seed; default 64), with the
+  sampled joint of ``factorised.sampled_batchbald``. Memory: the pool's N x S x K
+  log-likelihoods (float64) must fit in ``memory_bytes``, checked before anything is drawn; the
+  images are processed in blocks. Stated reduction: the batch's information over the sampled
+  pixels estimates that over the whole masks only up to this subsampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from batchal.acquisition import scores as _scores
+
+
+def check_dense_log_probs(value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"log_probs_N_K_C_H_W must be a torch.Tensor N x K x C x H x W, got {type(value).__name__}")
+    if value.dim() < 4 or min(value.shape) == 0:
+        raise ValueError(f"log_probs_N_K_C_H_W must be N x K x C followed by one or more spatial sizes, got shape {tuple(value.shape)}")
+    if not value.is_floating_point() or torch.isnan(value).any() or (value > 1e-6).any():
+        raise ValueError("log_probs_N_K_C_H_W must hold log-probabilities (floating point, <= 0, no NaN): pass log_softmax over C")
+    return value
+
+
+def pixels_last(log_probs: torch.Tensor) -> torch.Tensor:
+    """N x K x C x S... -> N x K x P x C (P = the number of pixels)."""
+    N, K, C = log_probs.shape[:3]
+    return log_probs.reshape(N, K, C, -1).permute(0, 1, 3, 2)
+
+
+def per_pixel_scores(log_probs: torch.Tensor, score: str) -> torch.Tensor:
+    """N x P per-pixel scores, by blocks of images."""
+    fn = {"bald": _scores.bald, "entropy": _scores.entropy}[score]
+    out = []
+    N, K, C = log_probs.shape[:3]
+    P = math.prod(log_probs.shape[3:])
+    step = max(1, (1 << 22) // max(1, K * C * P))
+    for i in range(0, N, step):
+        block = pixels_last(log_probs[i : i + step])  # n x K x P x C
+        n = block.shape[0]
+        out.append(fn(block.permute(0, 2, 1, 3).reshape(n * P, K, C)).double().reshape(n, P))
+    return torch.cat(out)
+
+
+def reduce_pixels(scores_N_P: torch.Tensor, reduction: str, top_fraction: float) -> torch.Tensor:
+    if reduction == "mean":
+        return scores_N_P.mean(1)
+    q = max(1, math.ceil(top_fraction * scores_N_P.shape[1]))
+    return scores_N_P.topk(q, dim=1).values.mean(1)
