@@ -7,4 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -c constraints.txt -e ".[bench]"
 pip install --no-deps "batchbald_redux==2.0.5"
+# bmdal_reg 3.0.2 (Holzmüller et al.) for bench_regression.py: its selection code needs torch, numpy
+# and dill; its declared plotting and data-download dependencies (seaborn, openml, ...) are not needed.
+pip install dill && pip install --no-deps "bmdal_reg==3.0.2"
 python -c "import torch, batchal; from batchbald_redux.batchbald import get_batchbald_batch; print('benchmark environment ok: torch', torch.__version__)"

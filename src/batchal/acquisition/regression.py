@@ -91,10 +91,10 @@ def _greedy_logdet(features_N_F: torch.Tensor, noise_N: torch.Tensor, batch_size
     Cholesky: picks and each pick's gain (nats)."""
     N = features_N_F.shape[0]
     d_N = (features_N_F**2).sum(1) + noise_N  # y_n's variance given nothing
-    factors: list[torch.Tensor] = []  # Cholesky columns over the pool
+    factors_N_b = torch.zeros(N, batch_size, dtype=features_N_F.dtype, device=features_N_F.device)  # Cholesky columns
     available = torch.ones(N, dtype=torch.bool, device=features_N_F.device)
     picks, gains = [], []
-    for _ in range(batch_size):
+    for j in range(batch_size):
         gain_N = 0.5 * torch.log(d_N.clamp(min=1e-300) / noise_N)
         gain_N = torch.where(available, gain_N, torch.full_like(gain_N, -math.inf))
         i = int(torch.argmax(gain_N))  # ties: the lowest position
@@ -104,10 +104,10 @@ def _greedy_logdet(features_N_F: torch.Tensor, noise_N: torch.Tensor, batch_size
         # Column i of the covariance K = F F^T + diag(noise), minus what the earlier picks explain.
         column = features_N_F @ features_N_F[i]
         column[i] += noise_N[i]
-        for c in factors:
-            column -= c * c[i]
+        if j:
+            column -= factors_N_b[:, :j] @ factors_N_b[i, :j]
         c_new = column / math.sqrt(max(float(d_N[i]), 1e-300))
-        factors.append(c_new)
+        factors_N_b[:, j] = c_new
         d_N = d_N - c_new**2
     return picks, gains
 
