@@ -1,7 +1,7 @@
 """Label kinds beyond single-label classification: multi-label, regression and segmentation
 strategies against brute force, closed forms, numerical integration and the one select() contract."""
 
-import itertools
+import json
 import math
 
 import numpy as np
@@ -291,3 +291,30 @@ def test_contract_holds_for_every_legal_input(n, k, width, seed, strategy):
     sel = batchal.select(strategy, b, seed=seed, **kwargs)
     assert len(sel) == b and len(set(sel.indices.tolist())) == b and all(0 <= i < n for i in sel.indices.tolist())
     assert torch.isfinite(sel.scores).all()
+
+
+# --- batchal run on a regression data set ---------------------------------------------------------------------
+
+
+def test_batchal_run_on_a_regression_data_set_resumes_identically(tmp_path, capsys):
+    from batchal.cli import main
+    from batchal.regression_run import RegressionConfig, run_regression
+
+    assert main(["run", "--dataset", "diabetes", "--strategy", "regression_batchbald,regression_maxdet,random", "--budget", "40",
+                 "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "| regression_batchbald | 1 | 40 |" in out and "test RMSE" in out
+    run_dir = tmp_path / "runs" / "diabetes" / "regression_batchbald-b10-seed0"
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["labelled"] for r in rows] == [20, 30, 40] and rows[-1]["stop_reason"] == "budget"
+    assert all(0 < r["test_rmse"] < 2 for r in rows) and len(set(rows[0]["acquired"] + rows[1]["acquired"])) == 20
+    (run_dir / "results.jsonl").write_text(lines[0] + "\n")  # as if killed after the first round
+    config = RegressionConfig(dataset="diabetes", strategy="regression_batchbald", budget=40)
+    resumed = run_regression(config, run_dir)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(resumed) == strip(rows)
+    with pytest.raises(ValueError, match="budget differ"):
+        run_regression(RegressionConfig(dataset="diabetes", strategy="regression_batchbald", budget=50), run_dir)
+    assert main(["run", "--dataset", "diabetes", "--strategy", "batchbald", "--out", str(tmp_path / "r2")]) == 2
+    assert "must be one of random, regression_bald" in capsys.readouterr().err

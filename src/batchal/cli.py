@@ -172,10 +172,17 @@ def _table(results: dict[str, list[list[dict]]], acquisition_size: int, threshol
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    names = settings.pop("strategies", ["batchbald"])
+    from batchal.regression_run import REGRESSION_DATASETS, run_from_cli
+
+    regression = settings.get("dataset") in REGRESSION_DATASETS
+    names = settings.pop("strategies", ["regression_batchbald" if regression else "batchbald"])
     seeds = settings.pop("seeds", [0])
     out = Path(settings.pop("out", "runs"))
     thresholds = settings.pop("thresholds", [0.8, 0.9])
+    if regression:  # a regression data set: its own loop (batchal/regression_run.py)
+        applies = {"dataset", "acquisition_size", "initial_size", "budget", "mc_samples", "data_dir", "device"}
+        ignored = [k for k, v in settings.items() if k not in applies and not (k == "train" and not v)]
+        return run_from_cli(settings, names, seeds, out, ignored)
     unknown = [s for s in names if s not in strategies("classification")]
     if unknown:
         raise ValueError(f"--strategy: {', '.join(unknown)} is not a classification strategy batchal run can simulate; "
@@ -441,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Simulated active learning with the data set's own labels. Without arguments: "
                          "BatchBALD, BALD and random on Repeated digits, about a minute on 2 cores.")
     run.add_argument("--config", help="a TOML file with any of the settings below (flags override it)")
-    run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}, or your own: a folder train/<class>/<image> "
+    run.add_argument("--dataset", help=f"one of {', '.join(dataset_names())}, a regression set (diabetes, friedman1), or your own: a folder train/<class>/<image> "
                      "(optional test/), a .tar of one, an .npz (x, y[, x_test, y_test, class_names]), a .csv or .parquet (--label-column)")
     run.add_argument("--label-column", dest="label_column", help="your own table: the column holding each row's class")
     run.add_argument("--image-size", dest="image_size", type=int, help="your own images: resized to this square size (default 28)")
