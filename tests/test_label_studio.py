@@ -260,3 +260,57 @@ def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annot
             except subprocess.TimeoutExpired:
                 process.kill()
         logs.close()
+
+
+def test_the_ranking_refresh_speaks_both_kinds_of_api_key_and_survives_a_refusal(tmp_path):
+    """A legacy token goes as `Token KEY`; a personal access token (a JWT) is exchanged at
+    /api/token/refresh for a Bearer token first. A refused call is reported by /health, not raised."""
+    import http.server
+    import threading
+
+    from batchal.integrations.label_studio import LabelStudioClient
+
+    seen = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.command, self.path, self.headers.get("Authorization"), json.loads(body) if body else None))
+            if self.headers.get("Authorization") == "Token refused":
+                self.send_response(401)
+                self.end_headers()
+                return
+            answer = {"access": "short-lived"} if self.path == "/api/token/refresh" else {"detail": "Retrieved 3 predictions"}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_PATCH = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        LabelStudioClient(url, "legacy0token").refresh_ranking(7, "batchal-x-batch-2")
+        assert [(m, p, a) for m, p, a, _ in seen] == [("POST", "/api/dm/actions?id=retrieve_tasks_predictions&project=7", "Token legacy0token"),
+                                                     ("PATCH", "/api/projects/7", "Token legacy0token")]
+        assert seen[1][3] == {"model_version": "batchal-x-batch-2"}
+        seen.clear()
+        LabelStudioClient(url, "aaa.bbb.ccc").refresh_ranking(7, "v")
+        assert [(p, a) for _, p, a, _ in seen][:2] == [("/api/token/refresh", None), ("/api/dm/actions?id=retrieve_tasks_predictions&project=7", "Bearer short-lived")]
+        assert seen[0][3] == {"refresh": "aaa.bbb.ccc"}
+        project_dir, _ = make_project(tmp_path, count=12)
+        backend = Backend(Project(project_dir, train_config=FAST), client=LabelStudioClient(url, "refused"))
+        backend.ls_project = 7
+        backend.refresh_ranking()
+        assert "failed (HTTP Error 401" in backend.health()["last_refresh"]
+        with pytest.raises(ValueError, match="must start with http"):
+            LabelStudioClient("localhost:8080", "k")
+    finally:
+        server.shutdown()
