@@ -17,6 +17,8 @@ results/README.md next to every deviation from the papers):
                   paper's MLP at b = 100, 1,000 and 10,000; badge, albl, coreset, least_confidence (Conf),
                   margin (Marg), entropy and random; 100 random initial labels, trained from scratch to 99%
                   training accuracy each round; budgets capped (BADGE_PAPER_BUDGETS: 1,100 / 5,100 / 40,100 labels) for CPU time.
+  badge-paper-gpu (a GPU job) BADGE's architectures: CIFAR-10 at b = 1,000 with the narrow ResNet-18
+                  and VGG16, random, margin, coreset and badge, 3 repeats, by badge-paper's protocol.
   batchbald-faithful  (a GPU job) The BatchBALD paper's code as its logs show it: the fixed 20 initial
                   indices for every seed, epochs of randperm(5056) % n, stop at 0.96; BatchBALD and BALD
                   b = 10, BALD b = 1, Repeated MNIST random b = 5; 6 seeds.
@@ -62,7 +64,7 @@ BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp
 
 # Default seeds per study: the MNIST table and the BADGE study need several; on 2 CPU cores
 # the Repeated MNIST study and the sweep get one (results/README.md says so).
-DEFAULT_SEEDS = {"batchbald-faithful": "0,1,2,3,4,5", "badge-paper": "0,1,2,3,4", "mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
+DEFAULT_SEEDS = {"batchbald-faithful": "0,1,2,3,4,5", "badge-paper": "0,1,2,3,4", "badge-paper-gpu": "0,1,2", "mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
                  "mnist-paper": "0,1,2,3,4,5", "repeated-mnist-paper": "0,1,2,3,4,5", "mnist-sweep-paper": "0,1"}
 PAPER_STUDIES = ("mnist-paper", "repeated-mnist-paper", "mnist-sweep-paper")
 
@@ -86,11 +88,11 @@ BADGE_PAPER_ORDER = [("letter", 10_000), ("letter", 100), ("letter", 1_000), ("m
                      ("cifar10", 100), ("cifar10", 1_000), ("mnist", 10_000), ("cifar10", 10_000)]
 
 
-def badge_paper_config(dataset: str, b: int, strategy: str, seed: int, device: str = "cpu") -> ExperimentConfig:
+def badge_paper_config(dataset: str, b: int, strategy: str, seed: int, device: str = "cpu", model: str = "badge_mlp") -> ExperimentConfig:
     budget = min(BADGE_PAPER_BUDGETS[b], 16_000) if dataset == "letter" else BADGE_PAPER_BUDGETS[b]
     return ExperimentConfig(
         dataset=dataset, strategy=strategy, acquisition_size=b, seed=seed, initial_size=100, initial_selection="random",
-        budget=budget, validation_size=0, mc_samples=1, test_mc_samples=1, model="badge_mlp", device=device,
+        budget=budget, validation_size=0, mc_samples=1, test_mc_samples=1, model=model, device=device,
         eval_batch_size=2048,
         train=TrainConfig(lr=1e-4, batch_size=64, sampler="pass", until_accuracy=0.99, grad_clamp=0.1,
                           max_epochs=BADGE_PAPER_MAX_EPOCHS),
@@ -118,6 +120,11 @@ def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentCo
         blocks = [s for s in (seeds[:3], seeds[3:]) if s]
         return [badge_paper_config(d, b, s, seed, device) for block in blocks for d, b in BADGE_PAPER_ORDER
                 for seed in block for s in BADGE_PAPER_STRATEGIES]
+    if name == "badge-paper-gpu":
+        # BADGE's architectures on CIFAR-10 (the JPEG copy) at b = 1,000: the narrow ResNet-18 and
+        # VGG16, Rand, Marg, Coreset and BADGE, 3 repeats (a GPU job).
+        return [badge_paper_config("cifar10", 1_000, s, seed, device, model=m) for seed in seeds
+                for m in ("resnet18_narrow", "vgg16") for s in ("random", "margin", "coreset", "badge")]
     if name == "mnist-paper":
         return [ExperimentConfig(dataset="mnist", strategy=s, acquisition_size=10, seed=seed, device=device, **MNIST_PAPER)
                 for seed in seeds for s in ("batchbald", "bald", "random")]
@@ -173,14 +180,15 @@ def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentCo
                     for seed in seeds for s in NEW_STRATEGIES + ["badge"]]
         return configs
     raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep, badge-study, new-strategies, "
-                     f"{', '.join(PAPER_STUDIES)}")
+                     f"badge-paper, badge-paper-gpu, batchbald-faithful, {', '.join(PAPER_STUDIES)}")
 
 
 def run_name(config: ExperimentConfig) -> str:
     """The run folder's name; MNIST runs off the CPU protocol's pool subsample and ensemble runs say so."""
     full = config.dataset in ("mnist", "repeated-mnist") and config.pool_subsample is None
     ensemble = f"-ensemble{config.members}" if config.posterior == "ensemble" else ""
-    return f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}" + ("-full-pool" if full else "") + ensemble
+    architecture = f"-{config.model}" if config.model in ("resnet18_narrow", "vgg16") else ""  # badge-paper-gpu
+    return f"{config.strategy}-b{config.acquisition_size}-seed{config.seed}" + ("-full-pool" if full else "") + ensemble + architecture
 
 
 def main() -> None:
