@@ -318,3 +318,16 @@ def test_batchal_run_on_a_regression_data_set_resumes_identically(tmp_path, caps
         run_regression(RegressionConfig(dataset="diabetes", strategy="regression_batchbald", budget=50), run_dir)
     assert main(["run", "--dataset", "diabetes", "--strategy", "batchbald", "--out", str(tmp_path / "r2")]) == 2
     assert "must be one of random, regression_bald" in capsys.readouterr().err
+
+
+def test_multilabel_batchbald_prefilter_and_memory_guard():
+    lp = sigmoid_log_probs(40, 4, 3, seed=8)
+    full = batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp, seed=0)
+    top = multilabel.multilabel_bald(lp).topk(10).indices.tolist()
+    pre = batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp, seed=0, prefilter=10)
+    assert set(pre.indices.tolist()) <= set(top)  # positions in the whole pool, among the prefiltered
+    sub = batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp[sorted(top)], seed=0)
+    assert [sorted(top)[i] for i in sub.indices.tolist()] == pre.indices.tolist()
+    assert full.indices[0] in top
+    with pytest.raises(ValueError, match="prefilter=m"):
+        batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp, memory_bytes=1000)

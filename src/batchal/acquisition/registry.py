@@ -557,18 +557,32 @@ def _multilabel_bald_run(inputs: Inputs, log_probs_N_K_L=None):
 
 
 def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples: int = 40_000, max_configurations: int = 256,
-                              memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES):
+                              memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES, prefilter: Optional[int] = None):
+    kept_N = None
+    if prefilter is not None:
+        if prefilter < inputs.batch_size:
+            raise ValueError(f"prefilter={prefilter} is smaller than batch_size={inputs.batch_size}; expected prefilter >= batch_size")
+        if prefilter < len(log_probs_N_K_L):  # only the prefilter points of highest multi-label BALD compete
+            kept_N = torch.sort(_multilabel.multilabel_bald(log_probs_N_K_L).cpu().topk(prefilter).indices).values
+            log_probs_N_K_L = log_probs_N_K_L[kept_N.to(log_probs_N_K_L.device)]
     binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
-    L = binary.shape[2]
+    N, K, L, _ = binary.shape
     if 2**L <= max_configurations:
-        encoded = _factorised.product_log_probs(binary)
-        if num_samples < encoded.shape[1]:
-            raise ValueError(f"num_samples={num_samples} is smaller than K={encoded.shape[1]}")
-        result = _bb.batchbald(encoded, inputs.batch_size, num_samples=num_samples, generator=inputs.generator,
-                               memory_bytes=memory_bytes, progress=inputs.progress)
-        return result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
-    return _factorised.sampled_batchbald(binary, inputs.batch_size, inputs.generator, num_samples=min(num_samples, 4096),
-                                         memory_bytes=memory_bytes)
+        if N * K * 2**L * 8 > memory_bytes:
+            raise ValueError(f"the product encoding would hold N x K x 2^L = {N} x {K} x {2**L} float64 values "
+                             f"({N * K * 2**L * 8 / 2**20:.0f} MiB) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
+                             "pass prefilter=m (the m points of highest multi-label BALD compete) or raise memory_bytes")
+        if num_samples < K:
+            raise ValueError(f"num_samples={num_samples} is smaller than K={K}")
+        result = _bb.batchbald(_factorised.product_log_probs(binary), inputs.batch_size, num_samples=num_samples,
+                               generator=inputs.generator, memory_bytes=memory_bytes, progress=inputs.progress)
+        indices, scores, info = result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
+    else:
+        indices, scores, info = _factorised.sampled_batchbald(binary, inputs.batch_size, inputs.generator,
+                                                              num_samples=min(num_samples, 4096), memory_bytes=memory_bytes)
+    if kept_N is not None:
+        indices = kept_N[torch.as_tensor(indices, dtype=torch.long)].tolist()
+    return indices, scores, info
 
 
 def _multilabel_badge_run(inputs: Inputs, log_probs_N_K_L=None):
@@ -646,7 +660,8 @@ register(Strategy(
     summary="Multi-label BatchBALD: I over the batch's L x b binary labels; exact by the product encoding (2^L values per item) "
     "through batchbald while 2^L <= max_configurations, the sampled joint after. Score: the batch's I after pick n (nats).",
     options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs, "num_samples": _positive_int("num_samples"),
-             "max_configurations": _positive_int("max_configurations"), "memory_bytes": _positive_int("memory_bytes")},
+             "max_configurations": _positive_int("max_configurations"), "memory_bytes": _positive_int("memory_bytes"),
+             "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter")},
 ))
 register(Strategy(
     "multilabel_badge", _multilabel_badge_run, needs_log_probs=False, needs_embeddings=True, pool_input="log_probs_N_K_L",
