@@ -94,6 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     use_threads(None)
     out = Path(args.out) / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for strategy in STRATEGIES:

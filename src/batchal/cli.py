@@ -183,10 +183,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         applies = {"dataset", "acquisition_size", "initial_size", "budget", "mc_samples", "data_dir", "device"}
         ignored = [k for k, v in settings.items() if k not in applies and not (k == "train" and not v)]
         return run_from_cli(settings, names, seeds, out, ignored)
-    unknown = [s for s in names if s not in strategies("classification")]
+    unknown = [s for s in names if s not in strategies()]
     if unknown:
-        raise ValueError(f"--strategy: {', '.join(unknown)} is not a classification strategy batchal run can simulate; "
-                         f"choose from {', '.join(strategies('classification'))}")
+        raise ValueError(f"--strategy: unknown {', '.join(unknown)}; choose from {', '.join(strategies('classification'))}")
+    other = [s for s in names if s not in strategies("classification")]
+    if other:
+        raise ValueError(f"--strategy: {', '.join(other)} serve(s) another label kind than this classification data set "
+                         f"(regression ones run on --dataset diabetes or friedman1); choose from {', '.join(strategies('classification'))}")
     if settings.get("data_dir"):  # resolved here: a Ray worker elsewhere would read it against its own folder
         settings["data_dir"] = str(Path(settings["data_dir"]).expanduser().resolve())
     configs = {(s, seed): ExperimentConfig(strategy=s, seed=seed, **settings) for s in names for seed in seeds}
