@@ -9,7 +9,8 @@ Two feature sets, each the pool of a regression problem:
 On each, at b = 10, 50 and 200: batchal's greedy (regression_maxdet; on (b) also
 regression_batchbald, the same maths from the samples themselves) and bmdal_reg's select_batch
 with base_kernel="linear", no transforms, selection_method="maxdet", maxdet_sigma = sigma, P-mode,
-float64 (its train set: one pool row, unused in P-mode). Printed: seconds (median of 3), 1/2 log det(K_B + sigma^2 I) - b/2 log sigma^2 of the batch
+float64 (its train set: one pool row, unused in P-mode); on (a) also TP-mode (sel_with_train=True,
+the 200 training points' features given), against regression_maxdet with labelled_embeddings. Printed: seconds (median of 3), 1/2 log det(K_B + sigma^2 I) - b/2 log sigma^2 of the batch
 each picked (the quantity both maximise greedily), and how many picks agree (same set; same order).
 
 Usage: python benchmarks/bench_regression.py [--out results/benchmarks/regression.txt]
@@ -49,18 +50,27 @@ def features(seed=0):
     net.eval()
     with torch.no_grad():
         last = net[:2](pool).double()
+        last_train = net[:2](x[:200]).double()
     from batchal.bayesian.dropout import mc_dropout
 
     K = 32
     with torch.no_grad(), mc_dropout(net, K, seed=seed):
         means = net(pool).reshape(len(pool), K).double()
     centred = (means - means.mean(1, keepdim=True)) / math.sqrt(K)
-    return {"last layer": last, "K samples": centred}, means
+    return {"last layer": last, "K samples": centred}, means, last_train
 
 
 def log_det(phi, batch, sigma2):
     b = phi[torch.as_tensor(batch)]
     return float(0.5 * torch.logdet(b @ b.t() + sigma2 * torch.eye(len(batch), dtype=torch.float64)) - 0.5 * len(batch) * math.log(sigma2))
+
+
+def log_det_given(phi, known, batch, sigma2):
+    """The batch's log det gain given the labelled features (TP-mode's objective)."""
+    both = torch.cat([known, phi[torch.as_tensor(batch)]])
+    eye = lambda n: torch.eye(n, dtype=torch.float64)
+    return float(0.5 * (torch.logdet(both @ both.t() + sigma2 * eye(len(both))) - torch.logdet(known @ known.t() + sigma2 * eye(len(known))))
+                 - 0.5 * len(batch) * math.log(sigma2))
 
 
 def timed(fn, repeats=3):
@@ -72,16 +82,17 @@ def timed(fn, repeats=3):
     return statistics.median(times), out
 
 
-def bmdal(phi, b, sigma):
+def bmdal(phi, b, sigma, train=None):
     import numpy
 
     numpy.Inf = numpy.inf  # bmdal_reg 3.0.2 still uses np.Inf, which NumPy 2 removed (an alias, nothing else changes)
     from bmdal_reg.bmdal.algorithms import select_batch
     from bmdal_reg.bmdal.feature_data import TensorFeatureData
 
-    idx, _ = select_batch(b, [torch.nn.Identity()], {"train": TensorFeatureData(phi[:1]), "pool": TensorFeatureData(phi)}, None,
+    idx, _ = select_batch(b, [torch.nn.Identity()], {"train": TensorFeatureData(phi[:1] if train is None else train),
+                                                     "pool": TensorFeatureData(phi)}, None,
                           base_kernel="linear", kernel_transforms=[], selection_method="maxdet", maxdet_sigma=sigma,
-                          sel_with_train=False, allow_float64=True, verbosity=0)
+                          sel_with_train=train is not None, allow_float64=True, verbosity=0)
     return idx.tolist()
 
 
@@ -95,7 +106,7 @@ def main() -> int:
     except ImportError:
         print("bmdal_reg is not installed: run benchmarks/install.sh", file=sys.stderr)
         return 2
-    sets, means = features()
+    sets, means, last_train = features()
     lines = [f"# {' '.join(sys.argv)}", f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
              f"load average {os.getloadavg()[0]:.2f} at start", "",
              f"{'features':<11} {'b':>4} {'method':<28} {'seconds':>8} {'log det (nats)':>15} {'same set as bmdal':>18} {'same order':>10}"]
@@ -115,6 +126,13 @@ def main() -> int:
                 lines.append(f"{name:<11} {b:>4} {method:<28} {seconds:>8.3f} {log_det(phi, picks, sigma2):>15.4f} "
                              f"{len(set(picks) & set(ref)):>14}/{b:<3} {str(picks == ref):>10}")
             lines.append(f"{'':<11} {'':>4} {'speed ratio bmdal/batchal':<28} {t_ref / rows[1][1]:>8.2f}")
+            if name == "last layer":  # TP-mode: given the 200 training points' features
+                t_ref, ref = timed(lambda: bmdal(phi, b, sigma, train=last_train))
+                t, ours = timed(lambda: batchal.select("regression_maxdet", b, embeddings_N_D=phi, noise=sigma2,
+                                                       labelled_embeddings=last_train).indices.tolist())
+                for method, seconds, picks in (("bmdal_reg maxdet TP-mode", t_ref, ref), ("batchal maxdet + labelled", t, ours)):
+                    lines.append(f"{name:<11} {b:>4} {method:<28} {seconds:>8.3f} {log_det_given(phi, last_train, picks, sigma2):>15.4f} "
+                                 f"{len(set(picks) & set(ref)):>14}/{b:<3} {str(picks == ref):>10}")
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

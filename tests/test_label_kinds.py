@@ -331,3 +331,20 @@ def test_multilabel_batchbald_prefilter_and_memory_guard():
     assert full.indices[0] in top
     with pytest.raises(ValueError, match="prefilter=m"):
         batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp, memory_bytes=1000)
+
+
+def test_regression_maxdet_given_the_labelled_set_is_brute_force_greedy_conditional_log_det():
+    g = torch.Generator().manual_seed(5)
+    phi, known = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    sel = batchal.select("regression_maxdet", 4, embeddings_N_D=phi, noise=0.3, labelled_embeddings=known)
+    eye = lambda n: torch.eye(n, dtype=torch.float64)
+    base = float(torch.logdet(known @ known.t() + 0.3 * eye(4)))
+    gain = lambda b: 0.5 * (float(torch.logdet(torch.cat([known, phi[b]]) @ torch.cat([known, phi[b]]).t() + 0.3 * eye(4 + len(b)))) - base) \
+        - 0.5 * len(b) * math.log(0.3)
+    chosen = []
+    for pick, score in zip(sel.indices.tolist(), sel.scores.tolist()):
+        gains = {n: gain(chosen + [n]) for n in range(10) if n not in chosen}
+        assert gains[pick] >= max(gains.values()) - 1e-9
+        chosen.append(pick)
+        assert score == pytest.approx(gain(chosen), abs=1e-9)
+    assert sel.indices.tolist() != batchal.select("regression_maxdet", 4, embeddings_N_D=phi, noise=0.3).indices.tolist()

@@ -14,7 +14,8 @@ hidden layer) is trained from scratch on the labels with Adam (full batch, weigh
 observation noise sigma^2 is the training residual variance, floored at ``noise_floor``.
 Strategies: ``random``, ``regression_bald`` and ``regression_batchbald`` on K MC-dropout samples
 of the pool's predictive means, ``regression_maxdet`` on the last-layer features (dropout off,
-scaled to unit mean squared norm, noise ``maxdet_noise``). Rows: round, labelled, test_rmse
+scaled to unit mean squared norm over the pool, noise ``maxdet_noise``), conditioned on the
+labelled points' features (bmdal_reg's TP-mode). Rows: round, labelled, test_rmse
 (the K-sample mean prediction), noise, acquired (pool positions), scores, seconds.
 
 Resumable like every batchal run: ``config.json`` is checked against the run's settings,
@@ -175,9 +176,10 @@ def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dic
                 selection = select("random", b, embeddings_N_D=x[pool], seed=seed)
             elif config.strategy == "regression_maxdet":
                 with torch.no_grad():
-                    phi = net[:5](x[pool]).double()
-                phi = phi / phi.pow(2).sum(1).mean().sqrt().clamp(min=1e-12)
-                selection = select("regression_maxdet", b, embeddings_N_D=phi, noise=config.maxdet_noise)
+                    phi, known = net[:5](x[pool]).double(), net[:5](x[labelled]).double()
+                scale = phi.pow(2).sum(1).mean().sqrt().clamp(min=1e-12)
+                selection = select("regression_maxdet", b, embeddings_N_D=phi / scale, labelled_embeddings=known / scale,
+                                   noise=config.maxdet_noise)
             else:
                 selection = select(config.strategy, b, mean_N_K=_mc_means(net, x[pool], config.mc_samples, seed), noise=noise, seed=seed)
             row["seconds"]["select"] = time.perf_counter() - start

@@ -613,8 +613,8 @@ def _regression_batchbald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise
     return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
 
 
-def _regression_maxdet_run(inputs: Inputs, noise: float = 1.0):
-    picks, gains = _regression.maxdet(inputs.embeddings_N_D, noise, inputs.batch_size)
+def _regression_maxdet_run(inputs: Inputs, noise: float = 1.0, labelled_embeddings=None):
+    picks, gains = _regression.maxdet(inputs.embeddings_N_D, noise, inputs.batch_size, labelled_embeddings)
     return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
 
 
@@ -688,8 +688,9 @@ register(Strategy(
 register(Strategy(
     "regression_maxdet", _regression_maxdet_run, needs_log_probs=False, needs_embeddings=True, kind="regression",
     summary="MaxDet on last-layer features (bmdal_reg's 'maxdet' with the 'll' kernel): greedy max of "
-    "log det(Phi_B Phi_B^T + noise I). Score: 1/2 log det(...) - b/2 log noise after pick n (nats).",
-    options={"noise": lambda v: check_positive_float(v, "noise")},
+    "log det(Phi_B Phi_B^T + noise I), conditioned on labelled_embeddings when given (bmdal_reg's TP-mode). "
+    "Score: the batch's 1/2 log det gain over the labelled set after pick n (nats).",
+    options={"noise": lambda v: check_positive_float(v, "noise"), "labelled_embeddings": _check_labelled_embeddings},
 ))
 for _score in ("bald", "entropy"):
     register(Strategy(

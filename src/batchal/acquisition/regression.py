@@ -86,21 +86,26 @@ def sampled_bald(mean: torch.Tensor, var: torch.Tensor, num_samples: int = 4096,
     return mixture_entropy_sampled(mean, var, num_samples, generator) - conditional
 
 
-def _greedy_logdet(features_N_F: torch.Tensor, noise_N: torch.Tensor, batch_size: int) -> tuple[list[int], list[float]]:
+def _greedy_logdet(features_N_F: torch.Tensor, noise_N: torch.Tensor, batch_size: int, given: int = 0) -> tuple[list[int], list[float]]:
     """Greedy max of 1/2 log det(F_B F_B^T + diag(noise_B)) - 1/2 sum log noise_B by pivoted
-    Cholesky: picks and each pick's gain (nats)."""
+    Cholesky: picks and each pick's gain (nats). The first ``given`` rows are conditioned on
+    first (already labelled: bmdal_reg's TP-mode) and never picked; picks index the rest."""
     N = features_N_F.shape[0]
     d_N = (features_N_F**2).sum(1) + noise_N  # y_n's variance given nothing
-    factors_N_b = torch.zeros(N, batch_size, dtype=features_N_F.dtype, device=features_N_F.device)  # Cholesky columns
+    factors_N_b = torch.zeros(N, given + batch_size, dtype=features_N_F.dtype, device=features_N_F.device)  # Cholesky columns
     available = torch.ones(N, dtype=torch.bool, device=features_N_F.device)
+    available[:given] = False
     picks, gains = [], []
-    for j in range(batch_size):
-        gain_N = 0.5 * torch.log(d_N.clamp(min=1e-300) / noise_N)
-        gain_N = torch.where(available, gain_N, torch.full_like(gain_N, -math.inf))
-        i = int(torch.argmax(gain_N))  # ties: the lowest position
-        picks.append(i)
-        gains.append(float(gain_N[i]))
-        available[i] = False
+    for j in range(given + batch_size):
+        if j < given:
+            i = j
+        else:
+            gain_N = 0.5 * torch.log(d_N.clamp(min=1e-300) / noise_N)
+            gain_N = torch.where(available, gain_N, torch.full_like(gain_N, -math.inf))
+            i = int(torch.argmax(gain_N))  # ties: the lowest position
+            picks.append(i - given)
+            gains.append(float(gain_N[i]))
+            available[i] = False
         # Column i of the covariance K = F F^T + diag(noise), minus what the earlier picks explain.
         column = features_N_F @ features_N_F[i]
         column[i] += noise_N[i]
@@ -129,9 +134,15 @@ def batch_information(mean: torch.Tensor, var: torch.Tensor, batch) -> float:
     return float(0.5 * torch.logdet(centred @ centred.t() + torch.diag(noise)) - 0.5 * torch.log(noise).sum())
 
 
-def maxdet(embeddings_N_D: torch.Tensor, noise: float, batch_size: int) -> tuple[list[int], list[float]]:
+def maxdet(embeddings_N_D: torch.Tensor, noise: float, batch_size: int, labelled_embeddings: Optional[torch.Tensor] = None) -> tuple[list[int], list[float]]:
     """MaxDet on the linear kernel of the features (bmdal_reg's "maxdet" with the "ll" kernel and
-    noise sigma^2): greedy max of log det(Phi_B Phi_B^T + sigma^2 I). Scores: each pick's gain,
-    1/2 log(d_n / sigma^2)."""
+    noise sigma^2): greedy max of log det(Phi_B Phi_B^T + sigma^2 I), given the labelled points'
+    features when passed (TP-mode: the batch's information beyond what they already tell).
+    Scores: each pick's gain, 1/2 log(d_n / sigma^2)."""
     features = embeddings_N_D.double()
-    return _greedy_logdet(features, torch.full((features.shape[0],), float(noise), dtype=torch.float64, device=features.device), batch_size)
+    given = 0
+    if labelled_embeddings is not None and len(labelled_embeddings):
+        given = len(labelled_embeddings)
+        features = torch.cat([labelled_embeddings.double().to(features.device), features])
+    noise_N = torch.full((features.shape[0],), float(noise), dtype=torch.float64, device=features.device)
+    return _greedy_logdet(features, noise_N, batch_size, given)
