@@ -129,6 +129,9 @@ def test_coreset_matches_brute_force_k_center():
     sel = batchal.select("coreset", 10, embeddings_N_D=X, labelled_embeddings=L)
     assert sel.indices.tolist() == brute_force_k_center(X, 10, L)
     assert float(sel.scores[0]) == pytest.approx(float(torch.cdist(X, L).amin(1).max()))
+    # Batches of most of the pool: the working set is compacted several times on the way.
+    assert k_center_greedy(X, 65)[0] == brute_force_k_center(X, 65)
+    assert k_center_greedy(X, 70, L)[0] == brute_force_k_center(X, 70, L)
 
 
 def test_coreset_labelled_embeddings_must_match_the_features():

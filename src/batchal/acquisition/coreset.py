@@ -32,25 +32,41 @@ def _squared_distances_to(points_N_D: torch.Tensor, sq_norms_N: torch.Tensor, ce
 def k_center_greedy(
     embeddings_N_D: torch.Tensor, batch_size: int, labelled_embeddings_L_D: Optional[torch.Tensor] = None
 ) -> tuple[list[int], list[float]]:
-    """Picks in order and each pick's distance to its nearest centre at the time it was picked."""
+    """Picks in order and each pick's distance to its nearest centre at the time it was picked.
+
+    Each pick costs one pass over the points still available (a matrix-vector product, memory-
+    bound for large D): the picked rows are dropped from the working copy whenever a quarter of
+    it has been picked, so a batch of most of the pool reads less memory (picks unchanged: tested
+    against brute force and the previous implementation)."""
     x_N_D = embeddings_N_D.double()
     sq_norms_N = (x_N_D**2).sum(1)
-    available_N = torch.ones(x_N_D.shape[0], dtype=torch.bool, device=x_N_D.device)
-    indices: list[int] = []
-    scores: list[float] = []
     if labelled_embeddings_L_D is not None and labelled_embeddings_L_D.shape[0] > 0:
         distances_N = _squared_distances_to(x_N_D, sq_norms_N, labelled_embeddings_L_D.double().to(x_N_D.device))
+        seeded = True
     else:
         distances_N = ((x_N_D - x_N_D.mean(0)) ** 2).sum(1)
-    for _ in range(batch_size):
-        pick = int(torch.where(available_N, distances_N, torch.full_like(distances_N, -1.0)).argmax())
+        seeded = False
+    # The working set: positions still available (ascending, so argmax ties go to the lowest
+    # position), their features, squared norms and squared distances to the nearest centre.
+    positions = torch.arange(x_N_D.shape[0], device=x_N_D.device)
+    x_w, sq_w, d_w = x_N_D, sq_norms_N, distances_N.clone()
+    picked_w = torch.zeros(len(positions), dtype=torch.bool, device=x_N_D.device)
+    indices: list[int] = []
+    scores: list[float] = []
+    for n in range(batch_size):
+        j = int(d_w.argmax())  # picked rows hold -1
+        pick = int(positions[j])
         indices.append(pick)
-        scores.append(float(distances_N[pick].sqrt()))
-        available_N[pick] = False
-        to_pick = (sq_norms_N + sq_norms_N[pick] - 2 * x_N_D @ x_N_D[pick]).clamp_(min=0)
-        if len(indices) == 1 and (labelled_embeddings_L_D is None or labelled_embeddings_L_D.shape[0] == 0):
-            distances_N = to_pick  # the pool mean was only a start, not a centre
+        scores.append(float(d_w[j].sqrt()))
+        to_pick = (sq_w + sq_norms_N[pick] - 2 * x_w @ x_N_D[pick]).clamp_(min=0)
+        if n == 0 and not seeded:
+            d_w = torch.where(picked_w, d_w, to_pick)  # the pool mean was only a start, not a centre
         else:
-            torch.minimum(distances_N, to_pick, out=distances_N)
-        distances_N[pick] = 0.0
+            torch.minimum(d_w, to_pick, out=d_w)
+        picked_w[j] = True
+        d_w[j] = -1.0
+        if int(picked_w.sum()) * 4 >= len(positions) and n + 1 < batch_size:
+            keep = ~picked_w
+            positions, x_w, sq_w, d_w = positions[keep], x_w[keep], sq_w[keep], d_w[keep]
+            picked_w = torch.zeros(len(positions), dtype=torch.bool, device=x_N_D.device)
     return indices, scores
