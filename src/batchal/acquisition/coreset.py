@@ -36,8 +36,8 @@ def k_center_greedy(
 
     Each pick costs one pass over the points still available (a matrix-vector product, memory-
     bound for large D): the picked rows are dropped from the working copy whenever a quarter of
-    it has been picked, so a batch of most of the pool reads less memory (picks unchanged: tested
-    against brute force and the previous implementation)."""
+    it has been picked, so a batch of most of the pool reads less memory (the picks are brute-force
+    k-center's: tests/test_badge.py)."""
     x_N_D = embeddings_N_D.double()
     sq_norms_N = (x_N_D**2).sum(1)
     if labelled_embeddings_L_D is not None and labelled_embeddings_L_D.shape[0] > 0:
