@@ -56,6 +56,17 @@ def kind_inputs(strategy, n=12, seed=0):
     return {"log_probs_N_K_C_H_W": dense_log_probs(n, 4, 3, 4, 4, seed), **({"num_samples": 256} if "batchbald" in strategy else {})}
 
 
+def assert_brute_force_greedy(selection, information, pool_size, abs_tolerance=1e-9):
+    """Each pick maximises the batch's information among the remaining points (up to exact ties),
+    and each score is the information of the batch so far."""
+    chosen = []
+    for pick, score in zip(selection.indices.tolist(), selection.scores.tolist()):
+        gains = {n: information(chosen + [n]) for n in range(pool_size) if n not in chosen}
+        assert gains[pick] >= max(gains.values()) - 1e-9
+        chosen.append(pick)
+        assert score == pytest.approx(information(chosen), abs=abs_tolerance)
+
+
 # --- multi-label ----------------------------------------------------------------------------------------------
 
 
@@ -78,13 +89,7 @@ def test_multilabel_batchbald_scores_are_the_enumerated_information_and_greedy_i
     binary = multilabel.binary_log_probs(lp)
     sel = batchal.select("multilabel_batchbald", 3, log_probs_N_K_L=lp, seed=0)
     assert sel.info["estimator"] == "product"
-    chosen = []
-    for pick, score in zip(sel.indices.tolist(), sel.scores.tolist()):
-        gains = {n: factorised.exact_joint_information(binary[chosen + [n]]) for n in range(7) if n not in chosen}
-        best = max(gains.values())
-        assert gains[pick] >= best - 1e-9  # brute-force greedy's choice (up to exact ties)
-        chosen.append(pick)
-        assert score == pytest.approx(factorised.exact_joint_information(binary[chosen]), abs=1e-8)
+    assert_brute_force_greedy(sel, lambda b: factorised.exact_joint_information(binary[b]), 7, abs_tolerance=1e-8)
 
 
 def test_multilabel_batchbald_sampled_joint_estimates_the_enumerated_information():
@@ -143,12 +148,7 @@ def test_regression_batchbald_equals_its_closed_form_and_brute_force_greedy():
     mean, var = regression_pool(9, 5, seed=4)
     sel = batchal.select("regression_batchbald", 4, mean_N_K=mean, var_N_K=var)
     m, v = mean.double(), var.double()
-    chosen = []
-    for pick, score in zip(sel.indices.tolist(), sel.scores.tolist()):
-        gains = {n: regression.batch_information(m, v, chosen + [n]) for n in range(9) if n not in chosen}
-        assert gains[pick] >= max(gains.values()) - 1e-9
-        chosen.append(pick)
-        assert score == pytest.approx(regression.batch_information(m, v, chosen), abs=1e-9)
+    assert_brute_force_greedy(sel, lambda b: regression.batch_information(m, v, b), 9)
     scalar = batchal.select("regression_batchbald", 3, mean_N_K=mean, noise=0.3)
     assert scalar.scores[-1] == pytest.approx(regression.batch_information(m, torch.full_like(m, 0.3), scalar.indices), abs=1e-9)
 
@@ -158,12 +158,7 @@ def test_regression_maxdet_is_brute_force_greedy_log_det():
     phi = torch.randn(10, 3, generator=g, dtype=torch.float64)
     sel = batchal.select("regression_maxdet", 5, embeddings_N_D=phi, noise=0.2)
     logdet = lambda b: float(0.5 * torch.logdet(phi[b] @ phi[b].t() + 0.2 * torch.eye(len(b), dtype=torch.float64)) - 0.5 * len(b) * math.log(0.2))
-    chosen = []
-    for pick, score in zip(sel.indices.tolist(), sel.scores.tolist()):
-        gains = {n: logdet(chosen + [n]) for n in range(10) if n not in chosen}
-        assert gains[pick] >= max(gains.values()) - 1e-9
-        chosen.append(pick)
-        assert score == pytest.approx(logdet(chosen), abs=1e-9)
+    assert_brute_force_greedy(sel, logdet, 10)
 
 
 def test_regression_inputs_are_refused_by_name():
@@ -309,7 +304,7 @@ def test_batchal_run_on_a_regression_data_set_resumes_identically(tmp_path, caps
     rows = [json.loads(line) for line in lines]
     assert [r["labelled"] for r in rows] == [20, 30, 40] and rows[-1]["stop_reason"] == "budget"
     assert all(0 < r["test_rmse"] < 2 for r in rows) and len(set(rows[0]["acquired"] + rows[1]["acquired"])) == 20
-    (run_dir / "results.jsonl").write_text(lines[0] + "\n")  # as if killed after the first round
+    (run_dir / "results.jsonl").write_text(lines[0] + "\n" + lines[1][:25])  # killed while writing the second round
     config = RegressionConfig(dataset="diabetes", strategy="regression_batchbald", budget=40)
     resumed = run_regression(config, run_dir)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
@@ -341,10 +336,5 @@ def test_regression_maxdet_given_the_labelled_set_is_brute_force_greedy_conditio
     base = float(torch.logdet(known @ known.t() + 0.3 * eye(4)))
     gain = lambda b: 0.5 * (float(torch.logdet(torch.cat([known, phi[b]]) @ torch.cat([known, phi[b]]).t() + 0.3 * eye(4 + len(b)))) - base) \
         - 0.5 * len(b) * math.log(0.3)
-    chosen = []
-    for pick, score in zip(sel.indices.tolist(), sel.scores.tolist()):
-        gains = {n: gain(chosen + [n]) for n in range(10) if n not in chosen}
-        assert gains[pick] >= max(gains.values()) - 1e-9
-        chosen.append(pick)
-        assert score == pytest.approx(gain(chosen), abs=1e-9)
+    assert_brute_force_greedy(sel, gain, 10)
     assert sel.indices.tolist() != batchal.select("regression_maxdet", 4, embeddings_N_D=phi, noise=0.3).indices.tolist()

@@ -388,18 +388,12 @@ def cmd_label_init(args: argparse.Namespace) -> int:
 def cmd_label_serve(args: argparse.Namespace) -> int:
     try:
         from batchal.labelling import Project
-        from batchal.labelling.app import new_token, serve
+        from batchal.labelling.app import new_token, refuse_port_in_use, serve
     except ImportError as exc:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
-    import socket
 
     project = Project(args.project, device=args.device, overlap=args.overlap, score_candidates=args.score_candidates)
-    try:  # a port in use is refused before anything is printed that would lead to another server
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-            probe.bind((args.host, args.port))
-    except OSError as exc:
-        raise ValueError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror}); "
-                         "another program (another batchal label serve?) uses it: choose another --port") from None
+    refuse_port_in_use(args.host, args.port, "; another program (another batchal label serve?) uses it")
     token = args.token or new_token()
     status = project.status()
     print(f"batchal labelling: {status['items']} items ({status['labelled']} labelled), classes {', '.join(project.classes)}, "

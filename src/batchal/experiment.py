@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -303,8 +303,10 @@ def _check_row(row, path: Path, line: int, expected_round: int, seen: set) -> No
     seen.update(acquired)
 
 
-def read_results(path: Path) -> list[dict]:
+def read_results(path: Path, check_row: Optional[Callable] = None) -> list[dict]:
     """Every row of a results file, checked; a partly written last line (a crash mid-write) is cut off.
+    ``check_row(row, path, line, expected_round, seen)`` checks each row (default: a
+    classification run's; ``batchal.regression_run`` passes its own).
 
     A row is only ever appended whole, newline last, so an unterminated last line is the only
     damage a crash leaves; it is removed from the file. Any other damage (a line that is not
@@ -328,7 +330,7 @@ def read_results(path: Path) -> list[dict]:
             raise RunFileError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); the file is damaged") from None
         if rows and "stop_reason" in rows[-1]:
             raise RunFileError(f"{path}, line {number}: a row follows the run's final row (line {number - 1} has a stop_reason)")
-        _check_row(row, path, number, len(rows), seen)
+        (check_row or _check_row)(row, path, number, len(rows), seen)
         rows.append(row)
     if lines[-1]:  # a torn last row: what follows the last newline
         with open(path, "r+b") as f:

@@ -36,7 +36,7 @@ import torch
 
 from batchal.acquisition.registry import select, strategies
 from batchal.bayesian.dropout import ConsistentMCDropout, mc_dropout
-from batchal.experiment import RunFileError, _atomic_write, append_row, read_config
+from batchal.experiment import RunFileError, _atomic_write, append_row, read_config, read_results
 
 REGRESSION_DATASETS = ("diabetes", "friedman1")
 TEST_FRACTION = 0.2
@@ -127,19 +127,22 @@ def _check_config(run_dir: Path, config: RegressionConfig) -> None:
     _atomic_write(path, (json.dumps({**new, "task": "regression"}, indent=2) + "\n").encode())
 
 
-def _read_rows(path: Path, pool_size: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise RunFileError(f"{path}, line {n}: not JSON; the file is damaged (a row cut by a crash: delete that line)") from None
-        if row.get("round") != len(rows) or any(not isinstance(i, int) or not 0 <= i < pool_size for i in row.get("acquired", [])):
-            raise RunFileError(f"{path}, line {n}: rounds out of order or an acquired position outside the pool of {pool_size}")
-        rows.append(row)
-    return rows
+def _row_checker(pool_size: int):
+    """A regression row's checks, for ``experiment.read_results`` (which also cuts a row torn by a crash)."""
+    def check(row, path: Path, line: int, expected_round: int, seen: set) -> None:
+        where = f"{path}, line {line}"
+        if not isinstance(row, dict) or row.get("round") != expected_round:
+            raise RunFileError(f"{where}: expected round {expected_round} (rows must be consecutive from 0)")
+        if not isinstance(row.get("test_rmse"), (int, float)) or isinstance(row.get("test_rmse"), bool):
+            raise RunFileError(f"{where}: the row has no numeric 'test_rmse'; the file is damaged or not a regression run's")
+        acquired = row.get("acquired", [])
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pool_size for i in acquired):
+            raise RunFileError(f"{where}: an acquired position outside the pool of {pool_size}")
+        if set(acquired) & seen or len(set(acquired)) != len(acquired):
+            raise RunFileError(f"{where}: a pool position is acquired a second time; a run labels each item once")
+        seen.update(acquired)
+
+    return check
 
 
 def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dict]:
@@ -149,7 +152,7 @@ def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dic
     _check_config(run_dir, config)
     x, y, x_test, y_test = load_regression(config.dataset, config.seed)
     results = run_dir / "results.jsonl"
-    rows = _read_rows(results, len(y))
+    rows = read_results(results, _row_checker(len(y)))
     g = torch.Generator().manual_seed(config.seed)
     labelled = torch.randperm(len(y), generator=g)[: config.initial_size].tolist()
     for row in rows:

@@ -241,16 +241,36 @@ def describe(strategy: str) -> str:
 # --- the strategies ----------------------------------------------------------------------
 
 
+def _top_b_of(scores_N: torch.Tensor, inputs: Inputs):
+    """The batch_size highest scores' positions and scores."""
+    # Stable descending sort: ties go to the lowest pool position, whatever the platform.
+    order = torch.sort(-scores_N, stable=True).indices[: inputs.batch_size]
+    if inputs.progress:
+        inputs.progress(inputs.batch_size, inputs.batch_size)
+    return order, scores_N[order], {}
+
+
 def _top_b(score_fn):
     def run(inputs: Inputs):
-        scores_N = score_fn(inputs.log_probs_N_K_C)
-        # Stable descending sort: ties go to the lowest pool position, whatever the platform.
-        order = torch.sort(-scores_N, stable=True).indices[: inputs.batch_size]
-        if inputs.progress:
-            inputs.progress(inputs.batch_size, inputs.batch_size)
-        return order, scores_N[order], {}
+        return _top_b_of(score_fn(inputs.log_probs_N_K_C), inputs)
 
     return run
+
+
+def _prefilter(scores_N: torch.Tensor, prefilter: Optional[int], batch_size: int) -> Optional[torch.Tensor]:
+    """The pool positions (ascending) of the ``prefilter`` highest scores, the only points to
+    compete; None when every point competes."""
+    if prefilter is None:
+        return None
+    if prefilter < batch_size:
+        raise ValueError(f"prefilter={prefilter} is smaller than batch_size={batch_size}; expected prefilter >= batch_size")
+    if prefilter >= len(scores_N):
+        return None
+    return torch.sort(scores_N.cpu().topk(prefilter).indices).values  # ties by position
+
+
+def _optional_positive_int(name: str):
+    return lambda v: v if v is None else check_positive_int(v, name)
 
 
 def _random(inputs: Inputs):
@@ -295,14 +315,10 @@ def _batchbald(
 ):
     _check_num_samples(inputs, num_samples)
     log_probs_N_K_C = inputs.log_probs_N_K_C
-    kept_N = None
-    if prefilter is not None:
-        if prefilter < inputs.batch_size:
-            raise ValueError(f"prefilter={prefilter} is smaller than batch_size={inputs.batch_size}; expected prefilter >= batch_size")
-        if prefilter < len(log_probs_N_K_C):
-            # Only the `prefilter` points of highest BALD score compete (ties by position).
-            kept_N = torch.sort(_scores.bald(log_probs_N_K_C).cpu().topk(prefilter).indices).values
-            log_probs_N_K_C = log_probs_N_K_C[kept_N.to(log_probs_N_K_C.device)]
+    # Only the `prefilter` points of highest BALD score compete.
+    kept_N = _prefilter(_scores.bald(log_probs_N_K_C), prefilter, inputs.batch_size) if prefilter is not None else None
+    if kept_N is not None:
+        log_probs_N_K_C = log_probs_N_K_C[kept_N.to(log_probs_N_K_C.device)]
     result = _bb.batchbald(
         log_probs_N_K_C,
         inputs.batch_size,
@@ -472,9 +488,9 @@ register(Strategy(
         "dtype": _check_dtype,
         "screen": _check_bool("screen"),
         "memory_bytes": lambda v: check_positive_int(v, "memory_bytes"),
-        "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter"),
+        "prefilter": _optional_positive_int("prefilter"),
         "tie_tolerance": lambda v: check_positive_float(v, "tie_tolerance", allow_zero=True),
-        "bound_groups": lambda v: v if v is None else check_positive_int(v, "bound_groups"),
+        "bound_groups": _optional_positive_int("bound_groups"),
     },
 ))
 register(Strategy(
@@ -547,24 +563,16 @@ register(Strategy(
 # Each takes its pool as a named input (Strategy.pool_input), checked with its shape named.
 
 
-def _top_b_of(scores_N: torch.Tensor, inputs: Inputs):
-    order = torch.sort(-scores_N.cpu(), stable=True).indices[: inputs.batch_size]
-    return order, scores_N.cpu()[order], {}
-
-
 def _multilabel_bald_run(inputs: Inputs, log_probs_N_K_L=None):
     return _top_b_of(_multilabel.multilabel_bald(log_probs_N_K_L), inputs)
 
 
 def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples: int = 40_000, max_configurations: int = 256,
                               memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES, prefilter: Optional[int] = None):
-    kept_N = None
-    if prefilter is not None:
-        if prefilter < inputs.batch_size:
-            raise ValueError(f"prefilter={prefilter} is smaller than batch_size={inputs.batch_size}; expected prefilter >= batch_size")
-        if prefilter < len(log_probs_N_K_L):  # only the prefilter points of highest multi-label BALD compete
-            kept_N = torch.sort(_multilabel.multilabel_bald(log_probs_N_K_L).cpu().topk(prefilter).indices).values
-            log_probs_N_K_L = log_probs_N_K_L[kept_N.to(log_probs_N_K_L.device)]
+    # Only the `prefilter` points of highest multi-label BALD compete.
+    kept_N = _prefilter(_multilabel.multilabel_bald(log_probs_N_K_L), prefilter, inputs.batch_size) if prefilter is not None else None
+    if kept_N is not None:
+        log_probs_N_K_L = log_probs_N_K_L[kept_N.to(log_probs_N_K_L.device)]
     binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
     N, K, L, _ = binary.shape
     if 2**L <= max_configurations:
@@ -597,18 +605,14 @@ def _check_estimator(value):
     return value
 
 
-def _regression_inputs(mean_N_K, var_N_K, noise):
-    return _regression.check_regression(mean_N_K, var_N_K, noise)
-
-
 def _regression_bald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None, estimator: str = "moment", num_samples: int = 4096):
-    mean, var = _regression_inputs(mean_N_K, var_N_K, noise)
+    mean, var = _regression.check_regression(mean_N_K, var_N_K, noise)
     scores_N = _regression.moment_bald(mean, var) if estimator == "moment" else _regression.sampled_bald(mean, var, num_samples, inputs.generator)
     return _top_b_of(scores_N, inputs)
 
 
 def _regression_batchbald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None):
-    mean, var = _regression_inputs(mean_N_K, var_N_K, noise)
+    mean, var = _regression.check_regression(mean_N_K, var_N_K, noise)
     picks, gains = _regression.gaussian_joint(mean, var, inputs.batch_size)
     return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
 
@@ -661,7 +665,7 @@ register(Strategy(
     "through batchbald while 2^L <= max_configurations, the sampled joint after. Score: the batch's I after pick n (nats).",
     options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs, "num_samples": _positive_int("num_samples"),
              "max_configurations": _positive_int("max_configurations"), "memory_bytes": _positive_int("memory_bytes"),
-             "prefilter": lambda v: v if v is None else check_positive_int(v, "prefilter")},
+             "prefilter": _optional_positive_int("prefilter")},
 ))
 register(Strategy(
     "multilabel_badge", _multilabel_badge_run, needs_log_probs=False, needs_embeddings=True, pool_input="log_probs_N_K_L",
@@ -706,6 +710,6 @@ register(Strategy(
     summary="Segmentation BatchBALD: images as factorised items of `pixels` positions drawn once (the same for every image), "
     "the sampled joint over the batch's pixels; memory N x S x K float64 within memory_bytes. Score: the estimated I after pick n.",
     options={"log_probs_N_K_C_H_W": _dense.check_dense_log_probs,
-             "pixels": lambda v: v if v is None else check_positive_int(v, "pixels"),
+             "pixels": _optional_positive_int("pixels"),
              "num_samples": _positive_int("num_samples"), "memory_bytes": _positive_int("memory_bytes")},
 ))

@@ -232,12 +232,12 @@ class Backend:
             self._in_background(after)
         return state
 
-    def scores(self) -> dict[int, float]:
-        """Every item's ranking score (see the module docstring)."""
+    def scores(self, predictions: Optional[dict] = None) -> dict[int, float]:
+        """Every item's ranking score (see the module docstring); ``predictions``: the store's, if already read."""
         store = self.project.store
         labels, flagged = store.current_labels(), store.flagged()
         out = {item: 0.0 for item in store.item_paths()}
-        for item, (_, p) in store.predictions().items():
+        for item, (_, p) in (predictions if predictions is not None else store.predictions()).items():
             if item not in labels and item not in flagged:
                 out[item] = max(0.0, min(1.0 - float(p), 0.999))
         batch = store.current_batch()
@@ -253,7 +253,8 @@ class Backend:
         if self._names is None and isinstance(body.get("label_config"), str):
             self.setup({"schema": body["label_config"]})
         from_name, to_name = self._names or ("label", "image")
-        version, scores, predictions = self.model_version(), self.scores(), self.project.store.predictions()
+        predictions = self.project.store.predictions()
+        version, scores = self.model_version(), self.scores(predictions)
         results = []
         for task in tasks:
             item = self.item_of(task)
@@ -435,16 +436,12 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import socket
-
     import uvicorn
 
+    from batchal.labelling.app import refuse_port_in_use
+
     project = _project(args.project, device=args.device, score_candidates=args.score_candidates)
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-            probe.bind((args.host, args.port))
-    except OSError as exc:
-        raise ValueError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc.strerror}): choose another --port") from None
+    refuse_port_in_use(args.host, args.port)
     if bool(args.label_studio_url) != bool(args.api_key):
         raise ValueError("--label-studio-url and --api-key go together (or $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY)")
     client = LabelStudioClient(args.label_studio_url, args.api_key) if args.label_studio_url else None

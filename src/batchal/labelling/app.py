@@ -292,6 +292,18 @@ def add_annotator(project_dir, name: str) -> str:
     return token
 
 
+def refuse_port_in_use(host: str, port: int, hint: str = "") -> None:
+    """``ValueError`` when ``host:port`` cannot be listened on: checked before a server prints an
+    address that would lead people to another program."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}){hint}: choose another --port") from None
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(18)
 
