@@ -24,7 +24,7 @@ def _squared_distances_to(points_N_D: torch.Tensor, sq_norms_N: torch.Tensor, ce
     step = max(1, _CHUNK_ELEMENTS // max(1, points_N_D.shape[0]))
     for start in range(0, centres_L_D.shape[0], step):
         c = centres_L_D[start : start + step]
-        d = sq_norms_N[:, None] + (c**2).sum(1)[None, :] - 2 * points_N_D @ c.t()
+        d = sq_norms_N[:, None] + (c**2).sum(1)[None, :] - 2 * (points_N_D @ c.t())
         torch.minimum(best_N, d.amin(1), out=best_N)
     return best_N.clamp_(min=0)
 
@@ -58,7 +58,7 @@ def k_center_greedy(
         pick = int(positions[j])
         indices.append(pick)
         scores.append(float(d_w[j].sqrt()))
-        to_pick = (sq_w + sq_norms_N[pick] - 2 * x_w @ x_N_D[pick]).clamp_(min=0)
+        to_pick = (sq_w + sq_norms_N[pick] - 2 * (x_w @ x_N_D[pick])).clamp_(min=0)
         if n == 0 and not seeded:
             d_w = torch.where(picked_w, d_w, to_pick)  # the pool mean was only a start, not a centre
         else:
