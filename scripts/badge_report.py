@@ -2,10 +2,14 @@
 learning curves per setting, the pairwise penalty matrix overall and per batch size with its
 column means, and the CDF of normalised errors.
 
-    python scripts/badge_report.py [--runs results/badge-paper/runs] [--out results/badge-paper/report]
+    python scripts/badge_report.py [--runs results/badge-paper/runs] [--out results/badge-paper/report] [--readme results/README.md]
 
 A setting enters the matrices with the repeats every one of its algorithms has finished
-(at least 2); what was left out, and why, is listed in the report.
+(at least 2); what was left out, and why, is listed in the report. Each matrix comes twice: by
+the paper's rule (uncorrected t-tests) and with Holm's correction over each setting's tests. The
+paper's findings are checked against both (batchal.penalty.paper_findings) and the table is also
+written between the markers <!-- badge-findings:start --> and <!-- badge-findings:end --> of the
+--readme file, when it has them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchal.penalty import column_means, normalised_errors, setting_penalty, weighted_cdf
+from batchal.penalty import column_means, normalised_errors, paper_findings, setting_penalty, weighted_cdf
 from batchal.report import find_runs, write_report
 
 PAPER_ORDER = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
@@ -43,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="results/badge-paper/runs")
     parser.add_argument("--out", default="results/badge-paper/report")
+    parser.add_argument("--readme", default="results/README.md", help="the file whose findings block is rewritten")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,17 +60,21 @@ def main() -> None:
              "(REFERENCE.md 4b; deviations in results/README.md). CIFAR-10 here is the lossy JPEG copy: accuracies on it are "
              "close to, not equal to, published CIFAR-10 numbers.", "",
              "## Runs finished (repeats per algorithm)", "",
-             "| setting | " + " | ".join(SHOWN[s] for s in PAPER_ORDER) + " | used in the matrices |",
-             "|" + "---|" * (len(PAPER_ORDER) + 2)]
-    overall = {}
+             "| setting | " + " | ".join(SHOWN[s] for s in PAPER_ORDER) + " | used in the matrices | rounds at the epoch cap "
+             "(median training accuracy there) |",
+             "|" + "---|" * (len(PAPER_ORDER) + 3)]
+    overall, holm = {}, {}
     per_b: dict[int, dict] = defaultdict(dict)
     cdf_values: dict[str, list] = defaultdict(list)
     for (dataset, b), algos in sorted(by_setting.items()):
         done = {s: sorted(seed for seed, run in algos.get(s, {}).items() if finished(run)) for s in PAPER_ORDER}
         common = sorted(set.intersection(*[set(v) for v in done.values()])) if all(done.values()) else []
         used = len(common) >= 2
+        trained = [r["training"] for runs_ in algos.values() for run in runs_.values() for r in run.rows if "training" in r]
+        capped = [t["train_accuracy"] for t in trained if t.get("capped")]
+        cap_text = f"{len(capped)} of {len(trained)}" + (f" ({np.median(capped):.3f})" if capped else "")
         lines.append(f"| {dataset} b={b} | " + " | ".join(str(len(done[s])) for s in PAPER_ORDER)
-                     + f" | {'yes, ' + str(len(common)) + ' repeats' if used else 'no (needs 2 repeats of every algorithm)'} |")
+                     + f" | {'yes, ' + str(len(common)) + ' repeats' if used else 'no (needs 2 repeats of every algorithm)'} | {cap_text} |")
         if not used:
             continue
         curves = {s: {seed: {r["labelled"]: r["test_accuracy"] for r in algos[s][seed].rows} for seed in common} for s in PAPER_ORDER}
@@ -73,6 +82,7 @@ def main() -> None:
         names, P, points = setting_penalty(curves, initial, b)
         overall[(dataset, b)] = (names, P, points)
         per_b[b][(dataset, b)] = (names, P, points)
+        holm[(dataset, b)] = (names, setting_penalty(curves, initial, b, correction="holm")[1], points, curves)
         for name, values in normalised_errors(curves, points).items():
             cdf_values[name] += values
     lines += [""]
@@ -86,6 +96,19 @@ def main() -> None:
                   "P[row, column]: the checkpoints (as a fraction of each setting's) where the row algorithm beat the column "
                   "algorithm by a two-sided paired t-test, p < 0.05 (no correction for the many comparisons, as the paper).", ""]
         lines += matrix_table(names, total) + [""]
+        total_holm = sum(holm[k][1] for k in group)
+        lines += ["With Holm's correction over each setting's tests (checkpoints x pairs):", ""]
+        lines += matrix_table(names, total_holm) + [""]
+    findings = []
+    if overall:
+        paper = {k: (names, P, pts, holm[k][3]) for k, (names, P, pts) in overall.items()}
+        for (finding, measured, verdict), (_, measured_h, verdict_h) in zip(paper_findings(paper, shown=SHOWN), paper_findings(holm, shown=SHOWN)):
+            findings.append(f"| {finding} | {measured} | **{verdict}** | {measured_h} | **{verdict_h}** |")
+    findings = ["| the paper's finding | measured (the paper's rule: uncorrected t-tests; column means, lower is better) | "
+                "verdict | measured (Holm's correction within each setting) | verdict |", "|---|---|---|---|---|"] + (
+        findings or ["| every finding | no setting has every algorithm with 2 finished repeats | cannot be judged | | |"])
+    lines += ["## The paper's findings", "", f"Settings used: {', '.join(f'{d} b={b}' for d, b in overall) or 'none'}. "
+              "The findings table of results/README.md is this one.", ""] + findings + [""]
     if cdf_values:
         import matplotlib
 
@@ -117,6 +140,12 @@ def main() -> None:
     lines += [f"Learning curves per setting: [{curves_report.relative_to(out)}]({curves_report.relative_to(out)})", ""]
     (out / "README.md").write_text("\n".join(lines))
     print(out / "README.md")
+    readme = Path(args.readme)
+    start, end = "<!-- badge-findings:start -->", "<!-- badge-findings:end -->"
+    if readme.is_file() and start in (text := readme.read_text()) and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + "\n" + "\n".join(findings) + "\n" + end + rest.split(end, 1)[1])
+        print(f"{readme}: findings table rewritten")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 
 from batchal.experiment import labels_to_reach
 from batchal.report import curve, find_runs, group, penalty_matrix, significant_wins
+from batchal.significance import holm_adjusted, paired_p
 
 ROOT = Path("results")
 
@@ -31,8 +32,6 @@ def sources(study: str) -> list[Path]:
 def holm_survivors(curves: dict, a: str, b: str, alpha: float = 0.05) -> tuple[list[int], int]:
     """Label counts where a beats b by a two-sided paired t-test that survives Holm's correction
     over all the counts the pair is compared at; and how many counts that is."""
-    from scipy import stats
-
     seeds = sorted({r.seed for r in curves[a]} & {r.seed for r in curves[b]})
     if len(seeds) < 2:
         return [], 0
@@ -42,17 +41,10 @@ def holm_survivors(curves: dict, a: str, b: str, alpha: float = 0.05) -> tuple[l
     tests = []
     for c in counts:
         d = acc_a[:, list(ca).index(c)] - acc_b[:, list(cb).index(c)]
-        if np.all(d == 0):
-            continue
-        p = 0.0 if np.all(d == d[0]) else float(stats.ttest_1samp(d, 0.0).pvalue)
-        tests.append((p, c, float(d.mean())))
-    tests.sort()
-    won = []
-    for k, (p, c, mean) in enumerate(tests):
-        if p > alpha / (len(tests) - k):
-            break  # Holm: stop at the first that fails its threshold
-        if mean > 0:
-            won.append(c)
+        if not np.all(d == 0):
+            tests.append((paired_p(d), c, float(d.mean())))
+    adjusted = holm_adjusted([p for p, _, _ in tests])
+    won = [c for (_, c, mean), p in zip(tests, adjusted) if p <= alpha and mean > 0]
     return sorted(won), len(tests)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from batchal.regression_run import REGRESSION_DATASETS, RegressionConfig, run_folder, run_regression
+from batchal.significance import holm_adjusted
 from batchal.threads import use_threads
 
 STRATEGIES = ["random", "regression_bald", "regression_batchbald", "regression_maxdet"]
@@ -55,9 +56,8 @@ def report(rows, out: Path, dataset: str):
         diff = np.array([mine[k] - base[k] for k in seeds])
         p = float(stats.ttest_rel([mine[k] for k in seeds], [base[k] for k in seeds]).pvalue) if len(seeds) > 1 else math.nan
         tests.append([s, diff.mean(), diff.std(ddof=1) if len(diff) > 1 else math.nan, p, int((diff < 0).sum())])
-    order = sorted(range(len(tests)), key=lambda i: tests[i][3])
-    for rank, i in enumerate(order):  # Holm: p_(j) * (m - j), made monotone
-        tests[i].append(min(1.0, max(tests[order[j]][3] * (len(tests) - j) for j in range(rank + 1))))
+    for test, adjusted in zip(tests, holm_adjusted([t[3] for t in tests])):
+        test.append(adjusted)
     lines += ["", f"Paired against random at {final} labels (RMSE difference, negative = better than random; t-test over seeds, "
               "Holm-corrected over the three comparisons):", "",
               "| strategy | mean difference | sd | seeds better | p | p (Holm) |", "|---|---|---|---|---|---|"]

@@ -14,7 +14,8 @@ import batchal
 from batchal.acquisition import albl
 from batchal.experiment import INITIAL_PRESETS, ExperimentConfig, Splits, fixed_initial_indices
 from batchal.models import create_model
-from batchal.penalty import checkpoints, column_means, normalised_errors, paired_winner, setting_penalty, weighted_cdf
+from batchal.penalty import checkpoints, column_means, normalised_errors, paired_winner, paper_findings, setting_penalty, weighted_cdf
+from batchal.significance import holm_adjusted, paired_p
 from batchal.training import TrainConfig, train_model
 
 BADGE = dict(lr=1e-3, batch_size=16, sampler="pass", until_accuracy=0.99, grad_clamp=0.1)
@@ -173,6 +174,82 @@ def test_penalty_rule_on_a_hand_computed_case():
     errors = normalised_errors(curves, points)
     assert errors["random"] == [(1.0, 0.25)] * 4
     assert weighted_cdf(errors["random"], np.array([0.99, 1.0])).tolist() == [0.0, 1.0]
+
+
+def test_holm_correction_of_the_penalty_matrix():
+    # Hand-computed: sorted, 0.01 * 4, 0.03 * 3, 0.04 * 2 and 0.5 * 1 are 0.04, 0.09, 0.08 (made
+    # monotone: 0.09) and 0.5.
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm_adjusted([]) == [] and holm_adjusted([0.9, 0.9]) == [1.0, 1.0]
+    assert paired_p([0.1, 0.1, 0.1]) == 0.0 and paired_p([0.0, 0.0]) == 1.0 and paired_p([0.3]) == 1.0
+    # Two algorithms and random over 3 checkpoints: "slight" wins every uncorrected test against
+    # random by a small, noisy margin (p = 0.035 at each checkpoint), which Holm's correction over
+    # the setting's 9 tests does not keep (0.035 x 3 at best);
+    # "clear" wins by a constant margin (p = 0), which survives.
+    counts = [100, 110, 120]
+    rand = {100: 0.5, 110: 0.6, 120: 0.7}
+    curves = {
+        "random": {s: dict(rand) for s in range(3)},
+        "clear": {s: {c: a + 0.1 for c, a in rand.items()} for s in range(3)},
+        "slight": {s: {c: a + [0.010, 0.015, 0.020][s] for c, a in rand.items()} for s in range(3)},
+    }
+    names, P, points = setting_penalty(curves, 100, 10)
+    names_h, P_h, points_h = setting_penalty(curves, 100, 10, correction="holm")
+    c, r, sl = names.index("clear"), names.index("random"), names.index("slight")
+    assert points == points_h == counts
+    assert P[sl, r] == pytest.approx(1.0) and P_h[sl, r] == 0.0
+    assert P_h[c, r] == pytest.approx(1.0) and P_h[c, sl] == pytest.approx(1.0)
+    assert (P_h <= P + 1e-12).all()
+    with pytest.raises(ValueError, match="correction must be None or 'holm'"):
+        setting_penalty(curves, 100, 10, correction="bonferroni")
+
+
+def test_paper_findings_read_the_matrices_as_the_paper_states_them():
+    names = ["albl", "badge", "coreset", "entropy", "least_confidence", "margin", "random"]
+    idx = {n: i for i, n in enumerate(names)}
+
+    def matrix(wins):  # wins: [(winner, loser, share)]
+        P = np.zeros((len(names), len(names)))
+        for w, l, share in wins:
+            P[idx[w], idx[l]] += share
+        return P
+
+    def curves(acc_at):  # acc_at[name] = {count: accuracy}, the same for 2 seeds
+        return {n: {s: dict(acc_at.get(n, acc_at["random"])) for s in range(2)} for n in names}
+
+    flat = {"random": {100: 0.5, 200: 0.6, 300: 0.7}}
+    # b = 100: BADGE and Marg beat everyone else; b = 10,000: Marg loses to all, BADGE/ALBL/Coreset
+    # beat the uncertainty methods and random; on letter Rand beats Coreset.
+    others = ["albl", "coreset", "entropy", "least_confidence", "random"]
+    small = matrix([(w, l, 0.5) for w in ("badge", "margin") for l in others])
+    small[idx["random"], idx["coreset"]] = 0.5
+    large = matrix([(w, l, 1.0) for w in ("badge", "albl", "coreset") for l in ("margin", "entropy", "least_confidence", "random")]
+                   + [(w, "margin", 1.0) for w in ("entropy", "least_confidence", "random")])
+    # Early diversity, late uncertainty, BADGE with the winner: checkpoints 100, 200, 300.
+    shift = curves({"random": flat["random"], "coreset": {100: 0.5, 200: 0.70, 300: 0.72},
+                    "margin": {100: 0.5, 200: 0.62, 300: 0.80}, "badge": {100: 0.5, 200: 0.69, 300: 0.79}})
+    settings = {("letter", 100): (names, small, [100, 200, 300], shift), ("mnist", 10_000): (names, large, [100, 200, 300], shift)}
+    found = {f: (m, v) for f, m, v in paper_findings(settings, shown={"badge": "BADGE"})}
+    assert found["BADGE has the best (lowest) overall column mean"][1] == "holds"
+    assert "BADGE" in found["BADGE has the best (lowest) overall column mean"][0]
+    assert found["With b = 100 or 1,000 (and with the MLP), BADGE and Marg are best"][1] == "holds"
+    assert found["At b = 10,000 Marg degrades and BADGE, ALBL and Coreset are best"][1] == "holds"
+    assert found["Coreset is often worse than Rand on OpenML data with the MLP"][1] == "holds"
+    assert found["Early rounds favour diversity, later rounds uncertainty; BADGE tracks whichever wins"][1] == "holds; BADGE tracking: holds"
+    # The same data with Marg winning early and BADGE sitting with the loser: both parts fail.
+    no_shift = curves({"random": flat["random"], "coreset": {100: 0.5, 200: 0.60, 300: 0.80},
+                       "margin": {100: 0.5, 200: 0.70, 300: 0.72}, "badge": {100: 0.5, 200: 0.61, 300: 0.73}})
+    settings = {k: (n, P, pts, no_shift) for k, (n, P, pts, _) in settings.items()}
+    found = {f: v for f, _, v in paper_findings(settings)}
+    assert found["Early rounds favour diversity, later rounds uncertainty; BADGE tracks whichever wins"] == "does not hold; BADGE tracking: does not hold"
+    # No significant difference anywhere is a tie, not a win; b = 10,000 alone cannot judge the small-b finding.
+    zero = {("mnist", 10_000): (names, np.zeros((7, 7)), [100, 10_100], shift)}
+    found = {f: v for f, _, v in paper_findings(zero)}
+    assert found["BADGE has the best (lowest) overall column mean"].startswith("a tie")
+    assert found["With b = 100 or 1,000 (and with the MLP), BADGE and Marg are best"] == "cannot be judged"
+    assert found["Coreset is often worse than Rand on OpenML data with the MLP"] == "cannot be judged"
+    assert found["Early rounds favour diversity, later rounds uncertainty; BADGE tracks whichever wins"] == "cannot be judged"
+    assert paper_findings({}) == [("every finding", "no setting has finished", "cannot be judged")]
 
 
 def test_the_batchbald_papers_fixed_initial_set_is_two_of_each_mnist_class(shared_data_dir):
