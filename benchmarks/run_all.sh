@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python benchmarks/bench_badge.py
+python benchmarks/bench_coreset.py
 python benchmarks/bench_batchbald.py --inputs synthetic --sizes 2000,10000,60000,1000000:20
 python benchmarks/bench_batchbald.py --inputs mnist --sizes 2000,10000,58000
 python benchmarks/bench_batchbald_scale.py --sizes 20000 --K 20 --name batchbald_scale_groups
