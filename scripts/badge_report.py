@@ -25,6 +25,7 @@ from batchal.penalty import column_means, normalised_errors, paper_findings, set
 from batchal.report import find_runs, write_report
 
 PAPER_ORDER = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
+DATA_ORDER = {"letter": 0, "mnist": 1, "cifar10": 2}
 SHOWN = {"least_confidence": "Conf", "margin": "Marg", "entropy": "Entropy", "random": "Rand", "badge": "BADGE",
          "albl": "ALBL", "coreset": "Coreset"}
 
@@ -41,6 +42,32 @@ def matrix_table(names: list[str], P: np.ndarray) -> list[str]:
     means = column_means(P)
     lines.append("| column mean (lower is better) | " + " | ".join(f"**{m:.2f}**" for m in means) + " |")
     return lines
+
+
+def penalty_figure(panels: list, path: Path) -> None:
+    """Heat maps of the paper-rule penalty matrices (overall and per b), the paper's figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [SHOWN[n] for n in PAPER_ORDER]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, (title, P, n) in zip(axes[0], panels):
+        top = max(float(P.max()), 1e-9)
+        ax.imshow(P, cmap="Reds", vmin=0, vmax=top)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, f"{P[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if P[i, j] > 0.6 * top else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        best = min(zip(column_means(P), labels))
+        ax.set_title(f"{title} ({n} setting{'s' if n != 1 else ''})\nlowest column mean: {best[1]} {best[0]:.2f}", fontsize=9)
+    fig.suptitle("P[row, column]: share of checkpoints where row beats column (paired t-test, p < 0.05)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -66,7 +93,7 @@ def main() -> None:
     overall, holm = {}, {}
     per_b: dict[int, dict] = defaultdict(dict)
     cdf_values: dict[str, list] = defaultdict(list)
-    for (dataset, b), algos in sorted(by_setting.items()):
+    for (dataset, b), algos in sorted(by_setting.items(), key=lambda kv: (DATA_ORDER.get(kv[0][0], 9), kv[0])):
         done = {s: sorted(seed for seed, run in algos.get(s, {}).items() if finished(run)) for s in PAPER_ORDER}
         common = sorted(set.intersection(*[set(v) for v in done.values()])) if all(done.values()) else []
         used = len(common) >= 2
@@ -80,9 +107,12 @@ def main() -> None:
         curves = {s: {seed: {r["labelled"]: r["test_accuracy"] for r in algos[s][seed].rows} for seed in common} for s in PAPER_ORDER}
         initial = algos["random"][common[0]].config["initial_size"]
         names, P, points = setting_penalty(curves, initial, b)
+        P_holm = setting_penalty(curves, initial, b, correction="holm")[1]
+        order = [names.index(n) for n in PAPER_ORDER]  # the paper's order of rows and columns
+        names, P, P_holm = PAPER_ORDER, P[np.ix_(order, order)], P_holm[np.ix_(order, order)]
         overall[(dataset, b)] = (names, P, points)
         per_b[b][(dataset, b)] = (names, P, points)
-        holm[(dataset, b)] = (names, setting_penalty(curves, initial, b, correction="holm")[1], points, curves)
+        holm[(dataset, b)] = (names, P_holm, points, curves)
         for name, values in normalised_errors(curves, points).items():
             cdf_values[name] += values
     lines += [""]
@@ -99,6 +129,10 @@ def main() -> None:
         total_holm = sum(holm[k][1] for k in group)
         lines += ["With Holm's correction over each setting's tests (checkpoints x pairs):", ""]
         lines += matrix_table(names, total_holm) + [""]
+    if overall:
+        groups = [("overall", overall)] + [(f"b = {b:,}", g) for b, g in sorted(per_b.items())]
+        penalty_figure([(t, sum(P for _, P, _ in g.values()), len(g)) for t, g in groups], out / "penalty_matrices.png")
+        lines += ["![penalty matrices](penalty_matrices.png)", ""]
     findings = []
     if overall:
         paper = {k: (names, P, pts, holm[k][3]) for k, (names, P, pts) in overall.items()}
