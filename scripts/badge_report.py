@@ -91,6 +91,7 @@ def main() -> None:
              "(median training accuracy there) |",
              "|" + "---|" * (len(PAPER_ORDER) + 3)]
     overall, holm = {}, {}
+    accuracy_rows: list[str] = []
     per_b: dict[int, dict] = defaultdict(dict)
     cdf_values: dict[str, list] = defaultdict(list)
     for (dataset, b), algos in sorted(by_setting.items(), key=lambda kv: (DATA_ORDER.get(kv[0][0], 9), kv[0])):
@@ -115,7 +116,15 @@ def main() -> None:
         holm[(dataset, b)] = (names, P_holm, points, curves)
         for name, values in normalised_errors(curves, points).items():
             cdf_values[name] += values
+        last = points[-1] if points else None
+        if last is not None:
+            accuracy_rows.append(f"| {dataset} b={b} | {last:,} | " + " | ".join(
+                f"{np.mean([curves[s][seed][last] for seed in common]):.3f}" for s in PAPER_ORDER) + " |")
     lines += [""]
+    if accuracy_rows:
+        lines += ["## Mean test accuracy at each setting's last checkpoint", "",
+                  "| setting | labels | " + " | ".join(SHOWN[s] for s in PAPER_ORDER) + " |", "|" + "---|" * (len(PAPER_ORDER) + 2)]
+        lines += accuracy_rows + [""]
     for title, group in [("Overall", overall)] + [(f"b = {b:,}", g) for b, g in sorted(per_b.items())]:
         if not group:
             continue
