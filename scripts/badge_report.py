@@ -90,9 +90,9 @@ def main() -> None:
              "| setting | " + " | ".join(SHOWN[s] for s in PAPER_ORDER) + " | used in the matrices | rounds at the epoch cap "
              "(median training accuracy there) |",
              "|" + "---|" * (len(PAPER_ORDER) + 3)]
-    overall, holm = {}, {}
+    # (data set, b) -> (algorithms, P, checkpoints, curves): by the paper's rule, and with Holm's correction
+    paper, holm = {}, {}
     accuracy_rows: list[str] = []
-    per_b: dict[int, dict] = defaultdict(dict)
     cdf_values: dict[str, list] = defaultdict(list)
     for (dataset, b), algos in sorted(by_setting.items(), key=lambda kv: (DATA_ORDER.get(kv[0][0], 9), kv[0])):
         done = {s: sorted(seed for seed, run in algos.get(s, {}).items() if finished(run)) for s in PAPER_ORDER}
@@ -111,8 +111,7 @@ def main() -> None:
         P_holm = setting_penalty(curves, initial, b, correction="holm")[1]
         order = [names.index(n) for n in PAPER_ORDER]  # the paper's order of rows and columns
         names, P, P_holm = PAPER_ORDER, P[np.ix_(order, order)], P_holm[np.ix_(order, order)]
-        overall[(dataset, b)] = (names, P, points)
-        per_b[b][(dataset, b)] = (names, P, points)
+        paper[(dataset, b)] = (names, P, points, curves)
         holm[(dataset, b)] = (names, P_holm, points, curves)
         for name, values in normalised_errors(curves, points).items():
             cdf_values[name] += values
@@ -125,32 +124,27 @@ def main() -> None:
         lines += ["## Mean test accuracy at each setting's last checkpoint", "",
                   "| setting | labels | " + " | ".join(SHOWN[s] for s in PAPER_ORDER) + " |", "|" + "---|" * (len(PAPER_ORDER) + 2)]
         lines += accuracy_rows + [""]
-    for title, group in [("Overall", overall)] + [(f"b = {b:,}", g) for b, g in sorted(per_b.items())]:
-        if not group:
-            continue
-        names = next(iter(group.values()))[0]
-        total = sum(P for _, P, _ in group.values())
+    groups = [("Overall", list(paper))] if paper else []
+    groups += [(f"b = {b:,}", [k for k in paper if k[1] == b]) for b in sorted({k[1] for k in paper})]
+    for title, group in groups:
+        total = sum(paper[k][1] for k in group)
         lines += [f"## Penalty matrix: {title} ({len(group)} setting(s): "
-                  + ", ".join(f"{d} b={b} at {pts}" for (d, b), (_, _, pts) in group.items()) + ")", "",
+                  + ", ".join(f"{d} b={b} at {paper[(d, b)][2]}" for d, b in group) + ")", "",
                   "P[row, column]: the checkpoints (as a fraction of each setting's) where the row algorithm beat the column "
                   "algorithm by a two-sided paired t-test, p < 0.05 (no correction for the many comparisons, as the paper).", ""]
-        lines += matrix_table(names, total) + [""]
-        total_holm = sum(holm[k][1] for k in group)
+        lines += matrix_table(PAPER_ORDER, total) + [""]
         lines += ["With Holm's correction over each setting's tests (checkpoints x pairs):", ""]
-        lines += matrix_table(names, total_holm) + [""]
-    if overall:
-        groups = [("overall", overall)] + [(f"b = {b:,}", g) for b, g in sorted(per_b.items())]
-        penalty_figure([(t, sum(P for _, P, _ in g.values()), len(g)) for t, g in groups], out / "penalty_matrices.png")
-        lines += ["![penalty matrices](penalty_matrices.png)", ""]
+        lines += matrix_table(PAPER_ORDER, sum(holm[k][1] for k in group)) + [""]
     findings = []
-    if overall:
-        paper = {k: (names, P, pts, holm[k][3]) for k, (names, P, pts) in overall.items()}
+    if paper:
+        penalty_figure([(t.lower(), sum(paper[k][1] for k in g), len(g)) for t, g in groups], out / "penalty_matrices.png")
+        lines += ["![penalty matrices](penalty_matrices.png)", ""]
         for (finding, measured, verdict), (_, measured_h, verdict_h) in zip(paper_findings(paper, shown=SHOWN), paper_findings(holm, shown=SHOWN)):
             findings.append(f"| {finding} | {measured} | **{verdict}** | {measured_h} | **{verdict_h}** |")
     findings = ["| the paper's finding | measured (the paper's rule: uncorrected t-tests; column means, lower is better) | "
                 "verdict | measured (Holm's correction within each setting) | verdict |", "|---|---|---|---|---|"] + (
         findings or ["| every finding | no setting has every algorithm with 2 finished repeats | cannot be judged | | |"])
-    lines += ["## The paper's findings", "", f"Settings used: {', '.join(f'{d} b={b}' for d, b in overall) or 'none'}. "
+    lines += ["## The paper's findings", "", f"Settings used: {', '.join(f'{d} b={b}' for d, b in paper) or 'none'}. "
               "The findings table of results/README.md is this one.", ""] + findings + [""]
     if cdf_values:
         import matplotlib

@@ -21,7 +21,8 @@ def paired_p(diff) -> float:
 
 def holm_adjusted(pvalues) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order: p_(j) * (m - j), made monotone,
-    capped at 1. A test survives at level alpha when its adjusted p is below alpha."""
+    capped at 1. Holm's rule keeps a test at level alpha when its adjusted p is at most alpha
+    (p_(j) <= alpha / (m - j) for it and every smaller p)."""
     p = [float(x) for x in pvalues]
     m = len(p)
     order = sorted(range(m), key=lambda i: p[i])
