@@ -9,7 +9,9 @@ A setting enters the matrices with the repeats every one of its algorithms has f
 the paper's rule (uncorrected t-tests) and with Holm's correction over each setting's tests. The
 paper's findings are checked against both (batchal.penalty.paper_findings) and the table is also
 written between the markers <!-- badge-findings:start --> and <!-- badge-findings:end --> of the
---readme file, when it has them.
+--readme file, when it has them. The headline figures (what finished, column means by both rules,
+normalised errors) go between <!-- badge-headline:start --> and <!-- badge-headline:end --> of
+every --readme file that has them, so no prose quotes a number the runs no longer give.
 """
 
 from __future__ import annotations
@@ -44,6 +46,45 @@ def matrix_table(names: list[str], P: np.ndarray) -> list[str]:
     return lines
 
 
+def ranked(values: dict[str, float], digits: int = 2) -> str:
+    """'BADGE 0.07, Marg 0.31, ...': lowest first, ties in the paper's order."""
+    order = sorted(values, key=lambda n: (round(values[n], digits), PAPER_ORDER.index(n)))
+    return ", ".join(f"{SHOWN[n]} {values[n]:.{digits}f}" for n in order)
+
+
+def headline(paper: dict, holm: dict, errors: dict[str, tuple[float, float]]) -> list[str]:
+    """The study's headline figures as a Markdown list, generated from the runs (for the README files)."""
+    missing = [f"{d} b={b:,}" for d in DATA_ORDER for b in (100, 1_000, 10_000) if (d, b) not in paper]
+    if not paper:
+        return ["- No setting has every algorithm with 2 finished repeats yet."]
+    repeats = {k: len(next(iter(v[3].values()))) for k, v in paper.items()}
+    most = max(repeats.values())
+    fewer = [f"{d} b={b:,}: {n}" for (d, b), n in repeats.items() if n < most]
+    settings = ", ".join(f"{d} b={b:,}" for d, b in paper)
+    means = {n: float(m) for n, m in zip(PAPER_ORDER, column_means(sum(v[1] for v in paper.values())))}
+    means_holm = {n: float(m) for n, m in zip(PAPER_ORDER, column_means(sum(v[1] for v in holm.values())))}
+    lines = [f"- **{len(paper)} of the 9 MLP settings** in the matrices ({settings}), with "
+             f"{most} finished repeats of all 7 algorithms" + (f" (fewer in {'; '.join(fewer)})" if fewer else "")
+             + (f"; not yet: {', '.join(missing)}." if missing else "."),
+             f"- Penalty column means by the paper's rule (uncorrected paired t-tests, lower is better): {ranked(means)}.",
+             f"- With Holm's correction within each setting: {ranked(means_holm)}."]
+    if errors:
+        lines.append("- Mean normalised error (error / Rand's error, lower is better): "
+                     f"{ranked({n: e[0] for n, e in errors.items()}, 3)}; share of weighted checkpoints below Rand's error: "
+                     + ", ".join(f"{SHOWN[n]} {errors[n][1]:.0%}" for n in sorted(errors, key=lambda n: -errors[n][1]) if n != "random") + ".")
+    return lines
+
+
+def rewrite_block(path: Path, name: str, lines: list[str]) -> bool:
+    """Replace what stands between <!-- NAME:start --> and <!-- NAME:end --> in PATH; False if it has no such block."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if not path.is_file() or start not in (text := path.read_text()) or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
+    return True
+
+
 def penalty_figure(panels: list, path: Path) -> None:
     """Heat maps of the paper-rule penalty matrices (overall and per b), the paper's figure."""
     import matplotlib
@@ -74,7 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="results/badge-paper/runs")
     parser.add_argument("--out", default="results/badge-paper/report")
-    parser.add_argument("--readme", default="results/README.md", help="the file whose findings block is rewritten")
+    parser.add_argument("--readme", nargs="*", default=["results/README.md", "README.md"],
+                        help="the files whose findings and headline blocks are rewritten (where they have them)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +188,7 @@ def main() -> None:
         findings or ["| every finding | no setting has every algorithm with 2 finished repeats | cannot be judged | | |"])
     lines += ["## The paper's findings", "", f"Settings used: {', '.join(f'{d} b={b}' for d, b in paper) or 'none'}. "
               "The findings table of results/README.md is this one.", ""] + findings + [""]
+    errors: dict[str, tuple[float, float]] = {}
     if cdf_values:
         import matplotlib
 
@@ -171,18 +214,19 @@ def main() -> None:
             if name in cdf_values:
                 v = np.array([x for x, _ in cdf_values[name]])
                 w = np.array([w for _, w in cdf_values[name]])
-                lines.append(f"| {SHOWN[name]} | {(v * w).sum() / w.sum():.3f} | {(w * (v < 1)).sum() / w.sum():.2f} |")
+                errors[name] = ((v * w).sum() / w.sum(), (w * (v < 1)).sum() / w.sum())
+                lines.append(f"| {SHOWN[name]} | {errors[name][0]:.3f} | {errors[name][1]:.2f} |")
         lines.append("")
     curves_report = write_report([args.runs], out / "curves", thresholds=[0.5, 0.7, 0.9], title="BADGE's protocol: learning curves")
     lines += [f"Learning curves per setting: [{curves_report.relative_to(out)}]({curves_report.relative_to(out)})", ""]
+    top = headline(paper, holm, errors)
+    lines[4:4] = ["## Headline", ""] + top + [""]
     (out / "README.md").write_text("\n".join(lines))
     print(out / "README.md")
-    readme = Path(args.readme)
-    start, end = "<!-- badge-findings:start -->", "<!-- badge-findings:end -->"
-    if readme.is_file() and start in (text := readme.read_text()) and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + "\n" + "\n".join(findings) + "\n" + end + rest.split(end, 1)[1])
-        print(f"{readme}: findings table rewritten")
+    for readme in map(Path, args.readme):
+        for name, block in (("badge-findings", findings), ("badge-headline", top)):
+            if rewrite_block(readme, name, block):
+                print(f"{readme}: {name} rewritten")
 
 
 if __name__ == "__main__":

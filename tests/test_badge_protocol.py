@@ -286,3 +286,63 @@ def test_a_badge_protocol_run_records_its_training_and_albl_state(tmp_path):
     assert all(r["training"]["train_accuracy"] >= 0.99 or r["training"]["capped"] for r in rows)
     assert len(rows[1]["strategy_state"]["queried"]) == 40 and rows[1]["strategy_state"]["log_weights"] != [0.0, 0.0, 0.0]
     assert run_experiment(config, tmp_path / "run") == rows  # resumed: the state came back from the rows
+
+
+def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blocks_only(tmp_path):
+    """scripts/badge_report.py on constructed runs: the README blocks carry the column means that
+    batchal.penalty gives for the same curves, the text around them is kept, and a file without
+    markers is left alone."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    names = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
+    offset = {"badge": 0.06, "albl": 0.02, "coreset": 0.0, "least_confidence": 0.0, "margin": 0.03, "entropy": -0.04, "random": 0.0}
+    rng = np.random.default_rng(0)
+    curves = {}
+    for s in names:
+        curves[s] = {}
+        for seed in range(3):
+            rows, curve = [], {}
+            for labelled in range(100, 1_101, 100):
+                acc = float(0.5 + 0.4 * labelled / 1_100 + (offset[s] if labelled > 100 else 0) + rng.normal(0, 0.003))
+                curve[labelled] = acc
+                picked = list(range(labelled - 100, labelled))
+                rows.append({"round": len(rows), "labelled": labelled, "test_accuracy": acc, "acquired": picked,
+                             "acquired_labels": [i % 26 for i in picked],
+                             "training": {"epochs": 5, "train_accuracy": 0.99, "capped": False}})
+            rows[-1]["stop_reason"] = "budget"
+            curves[s][seed] = curve
+            folder = tmp_path / "runs" / "letter" / f"{s}-b100-seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "config.json").write_text(json.dumps({"dataset": "letter", "acquisition_size": 100, "strategy": s,
+                                                            "seed": seed, "initial_size": 100}))
+            (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = tmp_path / "R.md"
+    readme.write_text("before\n<!-- badge-headline:start -->\nstale\n<!-- badge-headline:end -->\nmiddle\n"
+                      "<!-- badge-findings:start -->\nstale\n<!-- badge-findings:end -->\nafter\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers here\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "scripts" / "badge_report.py"), "--runs", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "report"), "--readme", str(readme), str(plain)], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = readme.read_text()
+    assert text.startswith("before\n") and "\nmiddle\n" in text and text.endswith("after\n") and "stale" not in text
+    assert plain.read_text() == "no markers here\n"
+    found, P, _ = setting_penalty(curves, 100, 100)
+    means = dict(zip(found, column_means(P)))
+    shown = {"badge": "BADGE", "albl": "ALBL", "coreset": "Coreset", "least_confidence": "Conf", "margin": "Marg",
+             "entropy": "Entropy", "random": "Rand"}
+    headline = text.split("<!-- badge-headline:start -->")[1].split("<!-- badge-headline:end -->")[0]
+    assert "1 of the 9 MLP settings" in headline and "3 finished repeats" in headline
+    assert "not yet: letter b=1,000, letter b=10,000, mnist b=100" in headline
+    rule_line = next(line for line in headline.splitlines() if "paper's rule" in line)
+    for s in names:
+        assert f"{shown[s]} {means[s]:.2f}" in rule_line
+    assert rule_line.split(": ", 1)[1].startswith(f"BADGE {means['badge']:.2f}")  # lowest first: BADGE was made best
+    findings = text.split("<!-- badge-findings:start -->")[1].split("<!-- badge-findings:end -->")[0]
+    assert "| BADGE has the best (lowest) overall column mean |" in findings and "**holds**" in findings
+    assert (tmp_path / "report" / "README.md").read_text().count("## Headline") == 1

@@ -393,7 +393,9 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
     md += ["## Time per round", "", "Mean seconds per acquisition round.", "", "| setting | strategy | train s | score s | select s |", "|---|---|---|---|---|"]
     for ax, setting in zip(axes[0], settings):
         names = sorted(grouped[setting])
-        means = {p: [np.mean([r["seconds"][p] for run in grouped[setting][s] for r in run.rows if r["acquired"]] or [0.0]) for s in names]
+        # a row without timings (seconds is optional in a results file) counts for no phase
+        means = {p: [np.mean([r["seconds"][p] for run in grouped[setting][s] for r in run.rows
+                              if r["acquired"] and p in r.get("seconds", {})] or [0.0]) for s in names]
                  for p in parts}
         bottom = np.zeros(len(names))
         for p, color in zip(parts, ("#4c72b0", "#dd8452", "#55a868")):
