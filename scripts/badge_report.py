@@ -58,13 +58,14 @@ def headline(paper: dict, holm: dict, errors: dict[str, tuple[float, float]]) ->
     if not paper:
         return ["- No setting has every algorithm with 2 finished repeats yet."]
     repeats = {k: len(next(iter(v[3].values()))) for k, v in paper.items()}
-    most = max(repeats.values())
-    fewer = [f"{d} b={b:,}: {n}" for (d, b), n in repeats.items() if n < most]
-    settings = ", ".join(f"{d} b={b:,}" for d, b in paper)
+    if len(set(repeats.values())) == 1:
+        where = (f" ({', '.join(f'{d} b={b:,}' for d, b in paper)}), each with {next(iter(repeats.values()))} "
+                 "finished repeats of all 7 algorithms")
+    else:  # the second block of seeds has reached some settings
+        where = ", with these finished repeats of all 7 algorithms: " + ", ".join(f"{d} b={b:,} {n}" for (d, b), n in repeats.items())
     means = {n: float(m) for n, m in zip(PAPER_ORDER, column_means(sum(v[1] for v in paper.values())))}
     means_holm = {n: float(m) for n, m in zip(PAPER_ORDER, column_means(sum(v[1] for v in holm.values())))}
-    lines = [f"- **{len(paper)} of the 9 MLP settings** in the matrices ({settings}), with "
-             f"{most} finished repeats of all 7 algorithms" + (f" (fewer in {'; '.join(fewer)})" if fewer else "")
+    lines = [f"- **{len(paper)} of the 9 MLP settings** in the matrices{where}"
              + (f"; not yet: {', '.join(missing)}." if missing else "."),
              f"- Penalty column means by the paper's rule (uncorrected paired t-tests, lower is better): {ranked(means)}.",
              f"- With Holm's correction within each setting: {ranked(means_holm)}."]

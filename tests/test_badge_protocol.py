@@ -314,11 +314,13 @@ def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blo
                              "training": {"epochs": 5, "train_accuracy": 0.99, "capped": False}})
             rows[-1]["stop_reason"] = "budget"
             curves[s][seed] = curve
-            folder = tmp_path / "runs" / "letter" / f"{s}-b100-seed{seed}"
-            folder.mkdir(parents=True)
-            (folder / "config.json").write_text(json.dumps({"dataset": "letter", "acquisition_size": 100, "strategy": s,
-                                                            "seed": seed, "initial_size": 100}))
-            (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            # letter with 3 repeats; mnist (the same curves) with 2, as when the second block of seeds is part-way
+            for dataset in ("letter", "mnist")[: 1 + (seed < 2)]:
+                folder = tmp_path / "runs" / dataset / f"{s}-b100-seed{seed}"
+                folder.mkdir(parents=True)
+                (folder / "config.json").write_text(json.dumps({"dataset": dataset, "acquisition_size": 100, "strategy": s,
+                                                                "seed": seed, "initial_size": 100}))
+                (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = tmp_path / "R.md"
     readme.write_text("before\n<!-- badge-headline:start -->\nstale\n<!-- badge-headline:end -->\nmiddle\n"
                       "<!-- badge-findings:start -->\nstale\n<!-- badge-findings:end -->\nafter\n")
@@ -333,12 +335,14 @@ def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blo
     assert text.startswith("before\n") and "\nmiddle\n" in text and text.endswith("after\n") and "stale" not in text
     assert plain.read_text() == "no markers here\n"
     found, P, _ = setting_penalty(curves, 100, 100)
-    means = dict(zip(found, column_means(P)))
+    found_2, P_2, _ = setting_penalty({s: {seed: c for seed, c in v.items() if seed < 2} for s, v in curves.items()}, 100, 100)
+    assert found == found_2
+    means = dict(zip(found, column_means(P + P_2)))  # the overall matrix sums the settings' matrices
     shown = {"badge": "BADGE", "albl": "ALBL", "coreset": "Coreset", "least_confidence": "Conf", "margin": "Marg",
              "entropy": "Entropy", "random": "Rand"}
     headline = text.split("<!-- badge-headline:start -->")[1].split("<!-- badge-headline:end -->")[0]
-    assert "1 of the 9 MLP settings" in headline and "3 finished repeats" in headline
-    assert "not yet: letter b=1,000, letter b=10,000, mnist b=100" in headline
+    assert "2 of the 9 MLP settings" in headline and "repeats of all 7 algorithms: letter b=100 3, mnist b=100 2" in headline
+    assert "not yet: letter b=1,000, letter b=10,000, mnist b=1,000" in headline
     rule_line = next(line for line in headline.splitlines() if "paper's rule" in line)
     for s in names:
         assert f"{shown[s]} {means[s]:.2f}" in rule_line
