@@ -17,6 +17,9 @@ results/README.md next to every deviation from the papers):
                   paper's MLP at b = 100, 1,000 and 10,000; badge, albl, coreset, least_confidence (Conf),
                   margin (Marg), entropy and random; 100 random initial labels, trained from scratch to 99%
                   training accuracy each round; budgets capped (BADGE_PAPER_BUDGETS: 1,100 / 5,100 / 20,100 labels) for CPU time.
+  badge-paper-epochs  What badge-paper's 300-epoch safety cap does where it binds most: letter b = 100,
+                  BADGE, Marg, Coreset and Rand, 3 repeats, with a cap of 3,000 epochs
+                  (scripts/epoch_cap_effect.py compares them with badge-paper's runs).
   batchbald-faithful-cpu  The faithful mode on the CPU protocol (5,000-point pool subsample, K = 50): the
                   fixed 20 initial indices, the paper's epoch sampler, stop at 0.96; BatchBALD and BALD b = 10;
                   3 seeds. Shows the direction only (labelled so in results/README.md).
@@ -67,7 +70,7 @@ BADGE_STRATEGIES = ["badge", "bald", "batchbald", "power_bald", "coreset", "kdpp
 
 # Default seeds per study: the MNIST table and the BADGE study need several; on 2 CPU cores
 # the Repeated MNIST study and the sweep get one (results/README.md says so).
-DEFAULT_SEEDS = {"batchbald-faithful": "0,1,2,3,4,5", "batchbald-faithful-cpu": "0,1,2", "badge-paper": "0,1,2,3,4", "badge-paper-gpu": "0,1,2", "mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
+DEFAULT_SEEDS = {"batchbald-faithful": "0,1,2,3,4,5", "batchbald-faithful-cpu": "0,1,2", "badge-paper": "0,1,2,3,4", "badge-paper-epochs": "0,1,2", "badge-paper-gpu": "0,1,2", "mnist": "0,1,2", "repeated-mnist": "0", "mnist-sweep": "0", "badge-study": "0,1,2", "new-strategies": "0,1,2",
                  "mnist-paper": "0,1,2,3,4,5", "repeated-mnist-paper": "0,1,2,3,4,5", "mnist-sweep-paper": "0,1"}
 PAPER_STUDIES = ("mnist-paper", "repeated-mnist-paper", "mnist-sweep-paper")
 
@@ -93,14 +96,20 @@ BADGE_PAPER_ORDER = [("letter", 10_000), ("letter", 100), ("letter", 1_000), ("m
                      ("cifar10", 100), ("cifar10", 1_000), ("mnist", 10_000), ("cifar10", 10_000)]
 
 
-def badge_paper_config(dataset: str, b: int, strategy: str, seed: int, device: str = "cpu", model: str = "badge_mlp") -> ExperimentConfig:
+# What the safety cap does where it binds most (letter b = 100, most rounds at the cap): the same runs
+# with a cap 10 times higher, for BADGE, Marg, Coreset and Rand (scripts/epoch_cap_effect.py compares).
+BADGE_EPOCHS_STUDY_CAP = 3_000
+
+
+def badge_paper_config(dataset: str, b: int, strategy: str, seed: int, device: str = "cpu", model: str = "badge_mlp",
+                       max_epochs: int = BADGE_PAPER_MAX_EPOCHS) -> ExperimentConfig:
     budget = min(BADGE_PAPER_BUDGETS[b], 16_000) if dataset == "letter" else BADGE_PAPER_BUDGETS[b]
     return ExperimentConfig(
         dataset=dataset, strategy=strategy, acquisition_size=b, seed=seed, initial_size=100, initial_selection="random",
         budget=budget, validation_size=0, mc_samples=1, test_mc_samples=1, model=model, device=device,
         eval_batch_size=2048,
         train=TrainConfig(lr=1e-4, batch_size=64, sampler="pass", until_accuracy=0.99, grad_clamp=0.1,
-                          max_epochs=BADGE_PAPER_MAX_EPOCHS),
+                          max_epochs=max_epochs),
     )
 
 
@@ -125,6 +134,9 @@ def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentCo
         blocks = [s for s in (seeds[:3], seeds[3:]) if s]
         return [badge_paper_config(d, b, s, seed, device) for block in blocks for d, b in BADGE_PAPER_ORDER
                 for seed in block for s in BADGE_PAPER_STRATEGIES]
+    if name == "badge-paper-epochs":
+        return [badge_paper_config("letter", 100, s, seed, device, max_epochs=BADGE_EPOCHS_STUDY_CAP) for seed in seeds
+                for s in ("badge", "margin", "coreset", "random")]
     if name == "batchbald-faithful-cpu":
         # The faithful mode's direction on the CPU protocol (study (a)'s 5,000-point pool subsample,
         # K = 50): the paper's fixed 20 initial indices for every seed, its epoch sampler, stop at
@@ -192,7 +204,7 @@ def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentCo
                     for seed in seeds for s in NEW_STRATEGIES + ["badge"]]
         return configs
     raise SystemExit(f"unknown study {name!r}; choose mnist, repeated-mnist, mnist-sweep, badge-study, new-strategies, "
-                     f"badge-paper, badge-paper-gpu, batchbald-faithful, batchbald-faithful-cpu, {', '.join(PAPER_STUDIES)}")
+                     f"badge-paper, badge-paper-epochs, badge-paper-gpu, batchbald-faithful, batchbald-faithful-cpu, {', '.join(PAPER_STUDIES)}")
 
 
 def run_name(config: ExperimentConfig) -> str:

@@ -350,3 +350,53 @@ def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blo
     findings = text.split("<!-- badge-findings:start -->")[1].split("<!-- badge-findings:end -->")[0]
     assert "| BADGE has the best (lowest) overall column mean |" in findings and "**holds**" in findings
     assert (tmp_path / "report" / "README.md").read_text().count("## Headline") == 1
+
+
+def test_epoch_cap_effect_flags_the_algorithm_the_higher_cap_changes(tmp_path):
+    """scripts/epoch_cap_effect.py on constructed runs: under the higher cap Coreset gains 0.05 at
+    every checkpoint after the start (seed noise 0.002) and nothing else moves; only Coreset's
+    differences survive Holm's correction, and the rounds at each cap are counted."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng = np.random.default_rng(1)
+    for cap, folder in ((300, tmp_path / "low"), (3_000, tmp_path / "high")):
+        for s in ("badge", "margin", "coreset", "random"):
+            for seed in range(4):
+                rows = []
+                for labelled in range(100, 1_101, 100):
+                    gain = 0.05 if (s == "coreset" and cap == 3_000 and labelled > 100) else 0.0
+                    picked = list(range(labelled - 100, labelled))
+                    rows.append({"round": len(rows), "labelled": labelled, "acquired": picked, "acquired_labels": [0] * 100,
+                                 "test_accuracy": float(0.4 + 0.4 * labelled / 1_100 + gain + rng.normal(0, 0.002)),
+                                 "training": {"epochs": cap if labelled > 300 else 50, "train_accuracy": 0.97 if labelled > 300 else 0.99,
+                                              "capped": labelled > 300}})
+                rows[-1]["stop_reason"] = "budget"
+                run = folder / f"{s}-b100-seed{seed}"
+                run.mkdir(parents=True)
+                (run / "config.json").write_text(json.dumps({"dataset": "letter", "acquisition_size": 100, "strategy": s,
+                                                             "seed": seed, "train": {"max_epochs": cap}}))
+                (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "README.md"
+    done = subprocess.run([sys.executable, str(root / "scripts" / "epoch_cap_effect.py"), "--low", str(tmp_path / "low"),
+                           "--high", str(tmp_path / "high"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "cap 300 against 3,000 epochs" in text
+    assert "| 300 | BADGE | 32 of 44 |" in text and "| 3,000 | Coreset | 32 of 44 |" in text
+    reading = text.split("## Reading")[1]
+    survived = reading.split("survive Holm's correction: ")[1].split(" (of ")[0]
+    parts = survived.split(", ")
+    assert len(parts) == 4 and all(part.startswith("Coreset at") for part in parts), survived  # its 4 checkpoints after the start
+    assert all(abs(float(part.split("(")[1].rstrip(")")) - 0.05) < 0.01 for part in parts), survived
+    # too few runs under the higher cap: a clear message, not a traceback
+    for run in (tmp_path / "high").glob("*-seed[123]"):
+        (run / "results.jsonl").unlink()
+        (run / "config.json").unlink()
+    done = subprocess.run([sys.executable, str(root / "scripts" / "epoch_cap_effect.py"), "--low", str(tmp_path / "low"),
+                           "--high", str(tmp_path / "high"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "needs 2 seeds finished by every algorithm under both caps" in done.stderr
+    assert "Traceback" not in done.stderr
