@@ -1,8 +1,8 @@
 """What badge-paper's 300-epoch safety cap does to the comparison, where it binds most.
 
 On letter b = 100 most rounds of the BADGE study stop at the cap a little short of 99% training
-accuracy (the authors' code has no cap). Study badge-paper-epochs reruns that setting for BADGE,
-Marg, Coreset and Rand with a cap of 3,000 epochs, the same seeds (so the same initial labels and
+accuracy (the authors' code has no cap). Study badge-paper-epochs reruns that setting for its 7
+algorithms with a cap of 3,000 epochs (BADGE, Marg, Coreset and Rand first), the same seeds (so the same initial labels and
 first model). This script puts the two side by side:
 
     python scripts/epoch_cap_effect.py [--low results/badge-paper/runs/letter] \\
@@ -11,7 +11,8 @@ first model). This script puts the two side by side:
 It reports, per cap: how many rounds hit it and the training accuracy they reached; each
 algorithm's mean test accuracy at the checkpoints; the paired difference (high cap - low cap) per
 algorithm and checkpoint with Holm's correction over all of them; and the penalty matrix among the
-four algorithms by the paper's rule (batchal.penalty), so that a change of ordering shows.
+algorithms finished under both caps by the paper's rule (batchal.penalty), so that a change of
+ordering shows.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from batchal.experiment import read_results
 from batchal.penalty import column_means, setting_penalty
 from batchal.significance import holm_adjusted, paired_p
 
-ALGORITHMS = ["badge", "margin", "coreset", "random"]
-SHOWN = {"badge": "BADGE", "margin": "Marg", "coreset": "Coreset", "random": "Rand"}
+# badge-paper's algorithms in the paper's order; those finished under both caps are compared.
+ALL = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
+SHOWN = {"badge": "BADGE", "albl": "ALBL", "coreset": "Coreset", "least_confidence": "Conf", "margin": "Marg",
+         "entropy": "Entropy", "random": "Rand"}
 
 
 def load(folder: Path, b: int) -> dict[str, dict[int, list[dict]]]:
     """strategy -> seed -> rows, for the finished runs at batch size b in folder."""
-    out: dict[str, dict[int, list[dict]]] = {s: {} for s in ALGORITHMS}
+    out: dict[str, dict[int, list[dict]]] = {s: {} for s in ALL}
     for config_path in sorted(folder.glob(f"*-b{b}-seed*/config.json")):
         config = json.loads(config_path.read_text())
         rows = read_results(config_path.parent / "results.jsonl")
@@ -50,14 +53,17 @@ def main() -> int:
     parser.add_argument("--out", default="results/badge-paper-epochs/README.md")
     args = parser.parse_args()
     low, high = load(Path(args.low), args.b), load(Path(args.high), args.b)
-    seeds = sorted(set.intersection(*[set(runs[s]) for runs in (low, high) for s in ALGORITHMS]))
-    if len(seeds) < 2:
-        counts = {s: (len(low[s]), len(high[s])) for s in ALGORITHMS}
-        raise SystemExit(f"needs 2 seeds finished by every algorithm under both caps; finished (low, high): {counts}. "
-                         "Run python scripts/reproduce.py badge-paper-epochs --data-dir ../shared/data first.")
+    # the algorithms with 2 or more seeds finished under both caps (Rand among them: it sets the checkpoints)
+    both = {s: set(low[s]) & set(high[s]) for s in ALL}
+    algorithms = [s for s in ALL if len(both[s]) >= 2]
+    seeds = sorted(set.intersection(*[both[s] for s in algorithms])) if algorithms else []
+    if "random" not in algorithms or len(algorithms) < 2 or len(seeds) < 2:
+        counts = {SHOWN[s]: (len(low[s]), len(high[s])) for s in ALL}
+        raise SystemExit(f"needs 2 seeds finished by Rand and at least one other algorithm under both caps; finished "
+                         f"(low cap, high cap): {counts}. Run python scripts/reproduce.py badge-paper-epochs --data-dir ../shared/data first.")
     config_cap = {name: json.loads(next(Path(folder).glob(f"random-b{args.b}-seed{seeds[0]}*/config.json")).read_text())["train"]["max_epochs"]
                   for name, folder in (("low", args.low), ("high", args.high))}
-    curves = {name: {s: {seed: {r["labelled"]: r["test_accuracy"] for r in runs[s][seed]} for seed in seeds} for s in ALGORITHMS}
+    curves = {name: {s: {seed: {r["labelled"]: r["test_accuracy"] for r in runs[s][seed]} for seed in seeds} for s in algorithms}
               for name, runs in (("low", low), ("high", high))}
     lines = [f"# The epoch cap's effect: letter b = {args.b}, cap {config_cap['low']:,} against {config_cap['high']:,} epochs",
              "", f"Produced by `python scripts/epoch_cap_effect.py` from `{args.low}` (study badge-paper) and `{args.high}` "
@@ -68,7 +74,7 @@ def main() -> int:
              "## Training", "", "| cap | algorithm | rounds at the cap | median training accuracy at the end of a round | "
              "median epochs per round |", "|---|---|---|---|---|"]
     for name, runs in (("low", low), ("high", high)):
-        for s in ALGORITHMS:
+        for s in algorithms:
             trained = [r["training"] for seed in seeds for r in runs[s][seed]]
             capped = sum(bool(t.get("capped")) for t in trained)
             lines.append(f"| {config_cap[name]:,} | {SHOWN[s]} | {capped} of {len(trained)} | "
@@ -82,7 +88,7 @@ def main() -> int:
               "| algorithm | labels | accuracy, low cap | accuracy, high cap | difference | p | Holm-adjusted p |",
               "|---|---|---|---|---|---|---|"]
     cells = []
-    for s in ALGORITHMS:
+    for s in algorithms:
         for point in points[1:]:
             a = np.array([curves["low"][s][seed][point] for seed in seeds])
             b = np.array([curves["high"][s][seed][point] for seed in seeds])
@@ -91,7 +97,7 @@ def main() -> int:
     for (s, point, a, b, d, p), q in zip(cells, adjusted):
         lines.append(f"| {SHOWN[s]} | {point:,} | {a:.3f} | {b:.3f} | {d:+.3f} | {p:.3f} | {q:.3f} |")
     significant = [(SHOWN[s], point, d) for (s, point, _, _, d, _), q in zip(cells, adjusted) if q <= 0.05]
-    lines += ["", "## The comparison under each cap (the paper's penalty rule among these four)", "",
+    lines += ["", f"## The comparison under each cap (the paper's penalty rule among these {len(algorithms)})", "",
               "| cap | checkpoints | column means (lower is better) | ordering by mean accuracy at the last checkpoint |",
               "|---|---|---|---|"]
     means = {}
@@ -99,17 +105,17 @@ def main() -> int:
         names, P, pts = penalties[name]
         means[name] = dict(zip(names, column_means(P)))
         last = pts[-1]
-        mean_last = {s: np.mean([curves[name][s][seed][last] for seed in seeds]) for s in ALGORITHMS}
+        mean_last = {s: np.mean([curves[name][s][seed][last] for seed in seeds]) for s in algorithms}
         lines.append(f"| {config_cap[name]:,} | {', '.join(map(str, pts))} | "
-                     + ", ".join(f"{SHOWN[s]} {means[name][s]:.2f}" for s in sorted(ALGORITHMS, key=lambda s: means[name][s]))
-                     + " | " + " > ".join(f"{SHOWN[s]} {mean_last[s]:.3f}" for s in sorted(ALGORITHMS, key=lambda s: -mean_last[s]))
+                     + ", ".join(f"{SHOWN[s]} {means[name][s]:.2f}" for s in sorted(algorithms, key=lambda s: means[name][s]))
+                     + " | " + " > ".join(f"{SHOWN[s]} {mean_last[s]:.3f}" for s in sorted(algorithms, key=lambda s: -mean_last[s]))
                      + f" (at {last:,} labels) |")
     lines += ["", "## Reading", "",
               f"- Differences between the caps that survive Holm's correction: "
               + (", ".join(f"{n} at {p:,} labels ({d:+.3f})" for n, p, d in significant) if significant else "none")
               + f" (of {len(cells)} tests, {len(seeds)} seeds each).",
               "- Penalty column means, low cap -> high cap: "
-              + ", ".join(f"{SHOWN[s]} {means['low'][s]:.2f} -> {means['high'][s]:.2f}" for s in ALGORITHMS) + ".", ""]
+              + ", ".join(f"{SHOWN[s]} {means['low'][s]:.2f} -> {means['high'][s]:.2f}" for s in algorithms) + ".", ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -18,7 +18,7 @@ results/README.md next to every deviation from the papers):
                   margin (Marg), entropy and random; 100 random initial labels, trained from scratch to 99%
                   training accuracy each round; budgets capped (BADGE_PAPER_BUDGETS: 1,100 / 5,100 / 20,100 labels) for CPU time.
   badge-paper-epochs  What badge-paper's 300-epoch safety cap does where it binds most: letter b = 100,
-                  BADGE, Marg, Coreset and Rand, 3 repeats, with a cap of 3,000 epochs
+                  its 7 algorithms (BADGE, Marg, Coreset and Rand first), 3 repeats, with a cap of 3,000 epochs
                   (scripts/epoch_cap_effect.py compares them with badge-paper's runs).
   batchbald-faithful-cpu  The faithful mode on the CPU protocol (5,000-point pool subsample, K = 50): the
                   fixed 20 initial indices, the paper's epoch sampler, stop at 0.96; BatchBALD and BALD b = 10;
@@ -97,7 +97,7 @@ BADGE_PAPER_ORDER = [("letter", 10_000), ("letter", 100), ("letter", 1_000), ("m
 
 
 # What the safety cap does where it binds most (letter b = 100, most rounds at the cap): the same runs
-# with a cap 10 times higher, for BADGE, Marg, Coreset and Rand (scripts/epoch_cap_effect.py compares).
+# with a cap 10 times higher, BADGE, Marg, Coreset and Rand first (scripts/epoch_cap_effect.py compares).
 BADGE_EPOCHS_STUDY_CAP = 3_000
 
 
@@ -135,8 +135,9 @@ def study(name: str, seeds: list[int], device: str = "cpu") -> list[ExperimentCo
         return [badge_paper_config(d, b, s, seed, device) for block in blocks for d, b in BADGE_PAPER_ORDER
                 for seed in block for s in BADGE_PAPER_STRATEGIES]
     if name == "badge-paper-epochs":
-        return [badge_paper_config("letter", 100, s, seed, device, max_epochs=BADGE_EPOCHS_STUDY_CAP) for seed in seeds
-                for s in ("badge", "margin", "coreset", "random")]
+        groups = (("badge", "margin", "coreset", "random"), ("albl", "least_confidence", "entropy"))  # the first four first
+        return [badge_paper_config("letter", 100, s, seed, device, max_epochs=BADGE_EPOCHS_STUDY_CAP) for group in groups
+                for seed in seeds for s in group]
     if name == "batchbald-faithful-cpu":
         # The faithful mode's direction on the CPU protocol (study (a)'s 5,000-point pool subsample,
         # K = 50): the paper's fixed 20 initial indices for every seed, its epoch sampler, stop at
