@@ -18,14 +18,13 @@ ordering shows.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from batchal.experiment import read_results
 from batchal.penalty import column_means, setting_penalty
+from batchal.report import Run, find_runs
 from batchal.significance import holm_adjusted, paired_p
 
 # badge-paper's algorithms in the paper's order; those finished under both caps are compared.
@@ -34,14 +33,16 @@ SHOWN = {"badge": "BADGE", "albl": "ALBL", "coreset": "Coreset", "least_confiden
          "entropy": "Entropy", "random": "Rand"}
 
 
-def load(folder: Path, b: int) -> dict[str, dict[int, list[dict]]]:
-    """strategy -> seed -> rows, for the finished runs at batch size b in folder."""
-    out: dict[str, dict[int, list[dict]]] = {s: {} for s in ALL}
-    for config_path in sorted(folder.glob(f"*-b{b}-seed*/config.json")):
-        config = json.loads(config_path.read_text())
-        rows = read_results(config_path.parent / "results.jsonl")
-        if config["strategy"] in out and rows and "stop_reason" in rows[-1]:
-            out[config["strategy"]][config["seed"]] = rows
+def load(folder: Path, b: int) -> dict[str, dict[int, Run]]:
+    """strategy -> seed -> run, for the finished runs at batch size b in folder (none: empty)."""
+    out: dict[str, dict[int, Run]] = {s: {} for s in ALL}
+    try:
+        runs = find_runs(sorted(folder.glob(f"*-b{b}-seed*")))
+    except ValueError:  # no such run folders, or none with a finished round
+        return out
+    for run in runs:
+        if run.config["strategy"] in out and "stop_reason" in run.rows[-1]:
+            out[run.config["strategy"]][run.seed] = run
     return out
 
 
@@ -61,9 +62,8 @@ def main() -> int:
         counts = {SHOWN[s]: (len(low[s]), len(high[s])) for s in ALL}
         raise SystemExit(f"needs 2 seeds finished by Rand and at least one other algorithm under both caps; finished "
                          f"(low cap, high cap): {counts}. Run python scripts/reproduce.py badge-paper-epochs --data-dir ../shared/data first.")
-    config_cap = {name: json.loads(next(Path(folder).glob(f"random-b{args.b}-seed{seeds[0]}*/config.json")).read_text())["train"]["max_epochs"]
-                  for name, folder in (("low", args.low), ("high", args.high))}
-    curves = {name: {s: {seed: {r["labelled"]: r["test_accuracy"] for r in runs[s][seed]} for seed in seeds} for s in algorithms}
+    config_cap = {name: runs["random"][seeds[0]].config["train"]["max_epochs"] for name, runs in (("low", low), ("high", high))}
+    curves = {name: {s: {seed: {r["labelled"]: r["test_accuracy"] for r in runs[s][seed].rows} for seed in seeds} for s in algorithms}
               for name, runs in (("low", low), ("high", high))}
     lines = [f"# The epoch cap's effect: letter b = {args.b}, cap {config_cap['low']:,} against {config_cap['high']:,} epochs",
              "", f"Produced by `python scripts/epoch_cap_effect.py` from `{args.low}` (study badge-paper) and `{args.high}` "
@@ -75,7 +75,7 @@ def main() -> int:
              "median epochs per round |", "|---|---|---|---|---|"]
     for name, runs in (("low", low), ("high", high)):
         for s in algorithms:
-            trained = [r["training"] for seed in seeds for r in runs[s][seed]]
+            trained = [r["training"] for seed in seeds for r in runs[s][seed].rows]
             capped = sum(bool(t.get("capped")) for t in trained)
             lines.append(f"| {config_cap[name]:,} | {SHOWN[s]} | {capped} of {len(trained)} | "
                          f"{np.median([t['train_accuracy'] for t in trained]):.3f} | {np.median([t['epochs'] for t in trained]):.0f} |")
@@ -111,7 +111,7 @@ def main() -> int:
                      + " | " + " > ".join(f"{SHOWN[s]} {mean_last[s]:.3f}" for s in sorted(algorithms, key=lambda s: -mean_last[s]))
                      + f" (at {last:,} labels) |")
     lines += ["", "## Reading", "",
-              f"- Differences between the caps that survive Holm's correction: "
+              "- Differences between the caps that survive Holm's correction: "
               + (", ".join(f"{n} at {p:,} labels ({d:+.3f})" for n, p, d in significant) if significant else "none")
               + f" (of {len(cells)} tests, {len(seeds)} seeds each).",
               "- Penalty column means, low cap -> high cap: "

@@ -2,8 +2,12 @@
 rule, and the BatchBALD paper's fixed initial set."""
 
 import io
+import json
 import math
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,15 +292,30 @@ def test_a_badge_protocol_run_records_its_training_and_albl_state(tmp_path):
     assert run_experiment(config, tmp_path / "run") == rows  # resumed: the state came back from the rows
 
 
+def _write_run(folder: Path, config: dict, accuracies: dict[int, float], training) -> None:
+    """A finished run folder as the runner writes it: config.json and one results row per label count
+    (100 acquired a round), ``training(labelled)`` giving each row's training record."""
+    rows = []
+    for labelled, accuracy in accuracies.items():
+        picked = list(range(labelled - 100, labelled))
+        rows.append({"round": len(rows), "labelled": labelled, "test_accuracy": accuracy, "acquired": picked,
+                     "acquired_labels": [i % 26 for i in picked], "training": training(labelled)})
+    rows[-1]["stop_reason"] = "budget"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _script(name: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run scripts/NAME with this Python, from cwd (never the repository)."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(root / "scripts" / name), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
 def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blocks_only(tmp_path):
     """scripts/badge_report.py on constructed runs: the README blocks carry the column means that
     batchal.penalty gives for the same curves, the text around them is kept, and a file without
     markers is left alone."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     names = ["badge", "albl", "coreset", "least_confidence", "margin", "entropy", "random"]
     offset = {"badge": 0.06, "albl": 0.02, "coreset": 0.0, "least_confidence": 0.0, "margin": 0.03, "entropy": -0.04, "random": 0.0}
     rng = np.random.default_rng(0)
@@ -304,32 +323,20 @@ def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blo
     for s in names:
         curves[s] = {}
         for seed in range(3):
-            rows, curve = [], {}
-            for labelled in range(100, 1_101, 100):
-                acc = float(0.5 + 0.4 * labelled / 1_100 + (offset[s] if labelled > 100 else 0) + rng.normal(0, 0.003))
-                curve[labelled] = acc
-                picked = list(range(labelled - 100, labelled))
-                rows.append({"round": len(rows), "labelled": labelled, "test_accuracy": acc, "acquired": picked,
-                             "acquired_labels": [i % 26 for i in picked],
-                             "training": {"epochs": 5, "train_accuracy": 0.99, "capped": False}})
-            rows[-1]["stop_reason"] = "budget"
+            curve = {labelled: float(0.5 + 0.4 * labelled / 1_100 + (offset[s] if labelled > 100 else 0) + rng.normal(0, 0.003))
+                     for labelled in range(100, 1_101, 100)}
             curves[s][seed] = curve
             # letter with 3 repeats; mnist (the same curves) with 2, as when the second block of seeds is part-way
             for dataset in ("letter", "mnist")[: 1 + (seed < 2)]:
-                folder = tmp_path / "runs" / dataset / f"{s}-b100-seed{seed}"
-                folder.mkdir(parents=True)
-                (folder / "config.json").write_text(json.dumps({"dataset": dataset, "acquisition_size": 100, "strategy": s,
-                                                                "seed": seed, "initial_size": 100}))
-                (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                _write_run(tmp_path / "runs" / dataset / f"{s}-b100-seed{seed}",
+                           {"dataset": dataset, "acquisition_size": 100, "strategy": s, "seed": seed, "initial_size": 100},
+                           curve, lambda labelled: {"epochs": 5, "train_accuracy": 0.99, "capped": False})
     readme = tmp_path / "R.md"
     readme.write_text("before\n<!-- badge-headline:start -->\nstale\n<!-- badge-headline:end -->\nmiddle\n"
                       "<!-- badge-findings:start -->\nstale\n<!-- badge-findings:end -->\nafter\n")
     plain = tmp_path / "plain.md"
     plain.write_text("no markers here\n")
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(root / "scripts" / "badge_report.py"), "--runs", str(tmp_path / "runs"),
-                           "--out", str(tmp_path / "report"), "--readme", str(readme), str(plain)], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = _script("badge_report.py", "--runs", tmp_path / "runs", "--out", tmp_path / "report", "--readme", readme, plain, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     text = readme.read_text()
     assert text.startswith("before\n") and "\nmiddle\n" in text and text.endswith("after\n") and "stale" not in text
@@ -356,33 +363,19 @@ def test_epoch_cap_effect_flags_the_algorithm_the_higher_cap_changes(tmp_path):
     """scripts/epoch_cap_effect.py on constructed runs: under the higher cap Coreset gains 0.05 at
     every checkpoint after the start (seed noise 0.002) and nothing else moves; only Coreset's
     differences survive Holm's correction, and the rounds at each cap are counted."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     rng = np.random.default_rng(1)
     for cap, folder in ((300, tmp_path / "low"), (3_000, tmp_path / "high")):
         for s in ("badge", "margin", "coreset", "random"):
             for seed in range(4):
-                rows = []
-                for labelled in range(100, 1_101, 100):
-                    gain = 0.05 if (s == "coreset" and cap == 3_000 and labelled > 100) else 0.0
-                    picked = list(range(labelled - 100, labelled))
-                    rows.append({"round": len(rows), "labelled": labelled, "acquired": picked, "acquired_labels": [0] * 100,
-                                 "test_accuracy": float(0.4 + 0.4 * labelled / 1_100 + gain + rng.normal(0, 0.002)),
-                                 "training": {"epochs": cap if labelled > 300 else 50, "train_accuracy": 0.97 if labelled > 300 else 0.99,
-                                              "capped": labelled > 300}})
-                rows[-1]["stop_reason"] = "budget"
-                run = folder / f"{s}-b100-seed{seed}"
-                run.mkdir(parents=True)
-                (run / "config.json").write_text(json.dumps({"dataset": "letter", "acquisition_size": 100, "strategy": s,
-                                                             "seed": seed, "train": {"max_epochs": cap}}))
-                (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    root = Path(__file__).resolve().parents[1]
+                gain = 0.05 if (s == "coreset" and cap == 3_000) else 0.0
+                curve = {labelled: float(0.4 + 0.4 * labelled / 1_100 + (gain if labelled > 100 else 0.0) + rng.normal(0, 0.002))
+                         for labelled in range(100, 1_101, 100)}
+                _write_run(folder / f"{s}-b100-seed{seed}",
+                           {"dataset": "letter", "acquisition_size": 100, "strategy": s, "seed": seed, "train": {"max_epochs": cap}},
+                           curve, lambda labelled, cap=cap: {"epochs": cap if labelled > 300 else 50,
+                                                             "train_accuracy": 0.97 if labelled > 300 else 0.99, "capped": labelled > 300})
     out = tmp_path / "README.md"
-    done = subprocess.run([sys.executable, str(root / "scripts" / "epoch_cap_effect.py"), "--low", str(tmp_path / "low"),
-                           "--high", str(tmp_path / "high"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    done = _script("epoch_cap_effect.py", "--low", tmp_path / "low", "--high", tmp_path / "high", "--out", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "cap 300 against 3,000 epochs" in text
@@ -396,7 +389,6 @@ def test_epoch_cap_effect_flags_the_algorithm_the_higher_cap_changes(tmp_path):
     for run in (tmp_path / "high").glob("*-seed[123]"):
         (run / "results.jsonl").unlink()
         (run / "config.json").unlink()
-    done = subprocess.run([sys.executable, str(root / "scripts" / "epoch_cap_effect.py"), "--low", str(tmp_path / "low"),
-                           "--high", str(tmp_path / "high"), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    done = _script("epoch_cap_effect.py", "--low", tmp_path / "low", "--high", tmp_path / "high", "--out", out, cwd=tmp_path)
     assert done.returncode != 0 and "needs 2 seeds finished by Rand and at least one other algorithm under both caps" in done.stderr
     assert "Traceback" not in done.stderr
