@@ -23,7 +23,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 from batchal.cli import main  # noqa: E402
 from batchal.data.pools import ImageOptions, open_pool  # noqa: E402
 from batchal.distributed.scoring import ScoreJob, score_pool, shard_name  # noqa: E402
-from batchal.distributed.selection import STRATEGIES, select_scored  # noqa: E402
+from batchal.distributed.selection import select_scored, sharded_strategies  # noqa: E402
+
+STRATEGIES = sharded_strategies()
 from batchal.models import load_model  # noqa: E402
 
 MODEL_SOURCE = '''

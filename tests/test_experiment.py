@@ -13,8 +13,9 @@ from torch import nn
 
 import batchal
 from batchal.data import Dataset
+from batchal.acquire import subsample_pool
 from batchal.experiment import (
-    ExperimentConfig, balanced_initial_indices, labels_to_reach, read_results, run_experiment, subsample_pool,
+    ExperimentConfig, balanced_initial_indices, labels_to_reach, read_results, run_experiment,
 )
 from batchal.models import create_model, register_model
 from batchal.training import TrainConfig, evaluate, train_model
@@ -144,16 +145,16 @@ def test_grouped_subsample_keeps_copies_together():
 
 
 def test_repeated_data_sets_subsample_by_copy_groups(tmp_path, monkeypatch):
-    import batchal.experiment as experiment
+    import batchal.acquire as seam
 
     seen = []
-    real = experiment.subsample_pool
+    real = seam.subsample_pool
 
     def spy(pool, size, generator, group_size=None):
         seen.append(group_size)
         return real(pool, size, generator, group_size=group_size)
 
-    monkeypatch.setattr(experiment, "subsample_pool", spy)
+    monkeypatch.setattr(seam, "subsample_pool", spy)
     data = batchal.data.load_dataset("repeated-digits", copies=2)
     run_experiment(fast_config(dataset="repeated-digits", copies=2, strategy="random", pool_subsample=100, budget=30), tmp_path / "r", data=data)
     run_experiment(fast_config(dataset="digits", strategy="random", pool_subsample=100, budget=30), tmp_path / "d")

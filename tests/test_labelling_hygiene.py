@@ -221,7 +221,9 @@ def test_a_new_batch_never_holds_an_item_labelled_while_the_model_trained(tmp_pa
     _, first = project.current_batch()
     for item in first:
         project.add_label(item, truth[project.image_path(item).name])
-    real_select = project_module.select
+    import batchal.acquire as seam  # the service selects through batchal.acquire, as every entry point
+
+    real_select = seam.select
     labelled_meanwhile = []
 
     def select_while_someone_labels(*args, **kwargs):
@@ -234,7 +236,7 @@ def test_a_new_batch_never_holds_an_item_labelled_while_the_model_trained(tmp_pa
         labelled_meanwhile.append(item)
         return selection
 
-    monkeypatch.setattr(project_module, "select", select_while_someone_labels)
+    monkeypatch.setattr(seam, "select", select_while_someone_labels)
     project.request_next()
     project.wait(120)
     assert project.state == "idle", project.error

@@ -114,7 +114,7 @@ def test_next_with_everything_labelled_writes_no_batch(client):
 
 
 def test_a_crash_between_training_and_selecting_leaves_no_accuracy_row(client, monkeypatch):
-    import batchal.labelling.project as project_module
+    import batchal.acquire as project_module  # the seam the service selects through
 
     project = client.project
     _, batch = project.current_batch()  # its random item makes the accuracy estimate

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from batchal.acquisition.registry import describe, strategies
+from batchal.acquisition.registry import describe, get_strategy, strategies
 from batchal.data.datasets import available_locally, dataset_names, load_dataset
 from batchal.data.files import DataError
 from batchal.experiment import COUNTING_NOTE, ExperimentConfig, labels_to_reach, run_experiment
@@ -314,9 +314,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_select(args: argparse.Namespace) -> int:
     _needs_pyarrow("select")
-    if args.ray and args.strategy not in ("badge", "coreset"):
-        print(f"batchal: note: --ray is used by badge and coreset only; {args.strategy} selects in this process", file=sys.stderr)
-    from batchal.distributed.selection import select_scored
+    from batchal.distributed.selection import select_scored, sharded_strategies
+
+    spread = [s for s in sharded_strategies() if get_strategy(s).sharded in ("kmeans_pp", "k_center")]
+    if args.ray and args.strategy not in spread:
+        print(f"batchal: note: --ray is used by {' and '.join(spread)} only; {args.strategy} selects in this process", file=sys.stderr)
 
     picks = select_scored(args.scored, args.strategy, args.batch_size, args.seed, beta=args.beta, num_samples=args.num_samples,
                           ray_address=args.ray)
@@ -503,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     select_cmd = sub.add_parser("select", help="select a batch from a scored folder (batchal score's output)")
     select_cmd.add_argument("scored", help="a folder written by batchal score")
-    select_cmd.add_argument("--strategy", required=True, help="random, entropy, bald, variation_ratios, mean_std, least_confidence, margin, power_bald, badge, coreset or batchbald")
+    from batchal.distributed.selection import sharded_strategies
+
+    select_cmd.add_argument("--strategy", required=True, help=", ".join(sharded_strategies()))
     select_cmd.add_argument("--batch-size", dest="batch_size", type=int, required=True)
     select_cmd.add_argument("--seed", type=int, default=0)
     select_cmd.add_argument("--beta", type=float, default=1.0, help="power_bald's exponent (default 1)")

@@ -29,9 +29,10 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 
 from batchal.acquisition.badge import batch_diagnostics
-from batchal.acquisition.registry import get_strategy, select, strategies
+from batchal.acquire import ModelPredictions, acquire, round_seed as _round_seed
+from batchal.acquisition.registry import get_strategy, strategies
 from batchal.acquisition.scores import predictive_probs
-from batchal.bayesian.predict import FeatureLayerError, predict_embeddings, predict_log_probs
+from batchal.bayesian.predict import FeatureLayerError, predict_embeddings
 from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
 from batchal.devices import resolve_device
 from batchal.stopping import StabilizingPredictions, cohen_kappa, parse_stop
@@ -131,7 +132,7 @@ class ExperimentConfig:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
         if not isinstance(self.noise_std, (int, float)) or not self.noise_std >= 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std!r}")
-        if self.strategy == "batchbald" and self.num_samples < self.mc_samples:
+        if "num_samples" in get_strategy(self.strategy).options and self.num_samples < self.mc_samples:
             raise ValueError(f"num_samples={self.num_samples} is smaller than mc_samples={self.mc_samples}; expected num_samples >= mc_samples")
         resolve_device(self.device)
         if self.posterior not in ("mc_dropout", "ensemble"):
@@ -185,10 +186,6 @@ class Progress(Protocol):
     def round_started(self, round: int, labelled: int) -> None: ...
     def epoch_done(self, record: dict) -> None: ...
     def round_done(self, row: dict) -> None: ...
-
-
-def _round_seed(seed: int, round_: int, purpose: int) -> int:
-    return (seed * 1_000_003 + round_ * 101 + purpose) % (2**62)
 
 
 def balanced_initial_indices(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -555,32 +552,17 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         elif rule_stop is not None:
             stop = rule_stop
         if stop is None:
-            g_sub = torch.Generator().manual_seed(_round_seed(config.seed, round_, 4))
-            candidates = pool
-            if config.pool_subsample is not None and config.pool_subsample < len(pool):
-                candidates = subsample_pool(pool, config.pool_subsample, g_sub, group_size=_group_size(config, data))
-            batch_size = min(config.acquisition_size, config.budget - len(labelled), len(candidates))
-            start = time.perf_counter()
-            inputs = _score_pool(models, data, candidates, labelled_t, config, spec, round_)
-            score_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            options: dict[str, Any] = {}
-            if config.strategy == "batchbald":
-                options["num_samples"] = config.num_samples
-                if config.prefilter is not None:  # raised to the last round's smaller batch if need be
-                    options["prefilter"] = max(config.prefilter, batch_size)
-            for name in ("labelled_embeddings", "labelled_log_probs"):
-                if name in spec.options:
-                    options[name] = inputs.pop(name)
-            if "state" in spec.options:  # a stateful strategy (ALBL): its state lives in the rows
-                options.update(_albl_options(rows, model, data, config))
-            # Selection runs where the model ran (predictions come back on the CPU).
-            inputs = {name: value.to(device) for name, value in inputs.items()}
-            options = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in options.items()}
-            selection = select(config.strategy, batch_size, seed=_round_seed(config.seed, round_, 5), **inputs, **options)
-            select_seconds = time.perf_counter() - start
-            # Pool positions -> dataset indices before anything is labelled.
-            acquired = candidates[selection.indices].tolist()
+            batch_size = min(config.acquisition_size, config.budget - len(labelled), len(pool))
+            protocol = {"num_samples": config.num_samples, "prefilter": config.prefilter}
+            # A stateful strategy (ALBL): its state lives in the rows.
+            options = _albl_options(rows, model, data, config) if spec.stateful else None
+            acquisition = acquire(config.strategy, ModelPredictions(models, data.train_x, batch_size=config.eval_batch_size, device=device),
+                                  pool.tolist(), batch_size, labelled=labelled, seed=config.seed, round_=round_,
+                                  mc_samples=config.mc_samples, subsample=config.pool_subsample,
+                                  group_size=_group_size(config, data), options=options, protocol=protocol, device=device)
+            selection = acquisition.selection
+            score_seconds, select_seconds = acquisition.seconds["score"], acquisition.seconds["select"]
+            acquired = acquisition.picked  # dataset indices, mapped back from the candidates by the seam
             try:
                 emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
                 row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
@@ -658,49 +640,6 @@ def _group_size(config: ExperimentConfig, data: Dataset) -> Optional[int]:
     if config.dataset.startswith(REPEATED_PREFIX):
         return len(data.train_y) // config.copies
     return None
-
-
-def subsample_pool(pool: torch.Tensor, size: int, generator: torch.Generator, group_size: Optional[int] = None) -> torch.Tensor:
-    """``size`` random pool entries; with ``group_size``, whole groups of copies (dataset index
-    modulo ``group_size``) are taken together, so that a repeated item's copies stay in the
-    candidates side by side (uniform subsampling would keep a copy's twin only
-    ``size / len(pool)`` of the time and hide the redundancy Repeated MNIST is about)."""
-    if group_size is None:
-        return pool[torch.randperm(len(pool), generator=generator)[:size]]
-    keys = pool % group_size
-    rank = torch.randperm(group_size, generator=generator)[keys]
-    order = torch.argsort(rank * group_size + keys, stable=True)
-    return pool[order[:size]]
-
-
-def _score_pool(models, data: Dataset, candidates: torch.Tensor, labelled: torch.Tensor, config: ExperimentConfig, spec, round_: int) -> dict:
-    """The strategy's inputs for the candidates: MC-dropout samples, or with an ensemble its
-    members' predictions as the K samples; features (and the prediction BADGE uses) from the
-    first model."""
-    model = models[0]
-    x = data.train_x[candidates]
-    inputs: dict[str, Any] = {}
-    seed = _round_seed(config.seed, round_, 6)
-    if spec.needs_embeddings:
-        embeddings, log_probs_1 = predict_embeddings(model, x, config.eval_batch_size, device=config.device)
-        inputs["embeddings_N_D"] = embeddings
-        if spec.needs_log_probs:
-            inputs["log_probs_N_K_C"] = log_probs_1
-        if "labelled_embeddings" in spec.options:
-            labelled_features = (predict_embeddings(model, data.train_x[labelled], config.eval_batch_size, device=config.device)
-                                 if len(labelled) else (None, None))
-            inputs["labelled_embeddings"] = labelled_features[0]
-            if "labelled_log_probs" in spec.options:  # BAIT's labelled Fisher
-                inputs["labelled_log_probs"] = labelled_features[1]
-        if config.posterior == "ensemble" and spec.needs_log_probs:  # BADGE's p: the members' averaged prediction
-            inputs["log_probs_N_K_C"] = ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)
-    elif spec.needs_log_probs and config.posterior == "ensemble":
-        inputs["log_probs_N_K_C"] = ensemble_log_probs(models, x, config.eval_batch_size, device=config.device)
-    elif spec.needs_log_probs:
-        inputs["log_probs_N_K_C"] = predict_log_probs(model, x, config.mc_samples, config.eval_batch_size, seed=seed, device=config.device)
-    else:
-        inputs["embeddings_N_D"] = torch.zeros(len(candidates), 1)  # the pool's size is all random needs
-    return inputs
 
 
 #: The counting of ``labels_to_reach``, printed under every labels-needed table.

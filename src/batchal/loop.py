@@ -10,7 +10,8 @@
 the same order (a tensor, a Dataset, or a dict of tensors as a tokenizer returns them). The
 labels given so far and the round live in ``state_file`` (JSON, written atomically after every
 ``teach``), so a loop started again with the same file resumes where it stopped. Picks are
-seeded by (seed, round): the same labels give the same next batch.
+seeded by (seed, round) as every entry point (``batchal.acquire.round_seed``): the same labels
+give the same next batch.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from batchal.acquisition.registry import get_strategy, select
-from batchal.bayesian.predict import _num_items, predict_embeddings, predict_log_probs
+from batchal.acquire import ModelPredictions, acquire
+from batchal.acquisition.registry import get_strategy
+from batchal.bayesian.predict import num_items
 
 
 class ActiveLoop:
@@ -32,8 +34,8 @@ class ActiveLoop:
         self.ids = list(ids)
         if len(set(map(str, self.ids))) != len(self.ids):
             raise ValueError("ids must be unique (as text: they key the saved state)")
-        if _num_items(inputs) != len(self.ids):
-            raise ValueError(f"inputs hold {_num_items(inputs)} items but {len(self.ids)} ids were given; one input per id, in order")
+        if num_items(inputs) != len(self.ids):
+            raise ValueError(f"inputs hold {num_items(inputs)} items but {len(self.ids)} ids were given; one input per id, in order")
         self.spec = get_strategy(strategy)
         self.strategy, self.mc_samples, self.seed, self.batch_size = strategy, mc_samples, seed, batch_size
         self.inputs = inputs
@@ -73,34 +75,18 @@ class ActiveLoop:
     def pool(self) -> list:
         return [i for i in self.ids if str(i) not in self.labels]
 
-    def _subset(self, positions: list[int]):
-        index = torch.tensor(positions, dtype=torch.long)
-        if isinstance(self.inputs, dict):
-            return {k: v[index] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in self.inputs.items()}
-        if isinstance(self.inputs, torch.Tensor):
-            return self.inputs[index]
-        return torch.utils.data.Subset(self.inputs, positions)
-
     # --- the loop ---
-    def query(self, model: torch.nn.Module, b: int) -> list:
-        """The ``b`` ids to label next, chosen by the strategy from the unlabelled ones."""
+    def query(self, model: torch.nn.Module, b: int, **options) -> list:
+        """The ``b`` ids to label next, chosen by the strategy from the unlabelled ones (through
+        batchal.acquire, as every entry point; ``options`` go to the strategy where it takes them)."""
         pool = self.pool()
         if not pool:
             return []
-        positions = [self.position[str(i)] for i in pool]
-        x = self._subset(positions)
-        seed = self.seed * 1_000_003 + self.round
-        inputs: dict[str, torch.Tensor] = {}
-        if self.spec.needs_embeddings:
-            inputs["embeddings_N_D"], log_probs_1 = predict_embeddings(model, x, self.batch_size)
-            if self.spec.needs_log_probs:
-                inputs["log_probs_N_K_C"] = log_probs_1
-        elif self.spec.needs_log_probs:
-            inputs["log_probs_N_K_C"] = predict_log_probs(model, x, self.mc_samples, self.batch_size, seed=seed)
-        else:
-            inputs["embeddings_N_D"] = torch.zeros(len(pool), 1)
-        selection = select(self.strategy, min(b, len(pool)), seed=seed, **inputs)
-        return [pool[p] for p in selection.indices.tolist()]  # pool positions -> your ids
+        labelled = [self.position[i] for i in self.labels]
+        result = acquire(self.strategy, ModelPredictions([model], self.inputs, batch_size=self.batch_size),
+                         [self.position[str(i)] for i in pool], b, labelled=labelled, seed=self.seed, round_=self.round,
+                         mc_samples=self.mc_samples, options=options)
+        return result.ids(self.ids)  # input positions -> your ids
 
     def teach(self, ids: Sequence, labels: Sequence) -> None:
         """Record the labels of ``ids`` (your ids); saved at once when there is a state file."""

@@ -63,9 +63,26 @@ class Selection:
     scores: torch.Tensor
     strategy: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: True when ``scores`` are the batch's running total after each pick (BatchBALD's I(y_1..y_n; w)),
+    #: False when each score is the pick's own value (its registry record says which).
+    running_total: bool = False
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def gains(self) -> torch.Tensor:
+        """Each pick's own contribution: the scores, or their differences for a running total."""
+        if not self.running_total or len(self.scores) == 0:
+            return self.scores
+        return torch.cat([self.scores[:1], self.scores[1:] - self.scores[:-1]])
+
+    @property
+    def total(self) -> float:
+        """The batch's value: the last running total, or the sum of the picks' scores."""
+        if len(self.scores) == 0:
+            return 0.0
+        return float(self.scores[-1] if self.running_total else self.scores.sum())
 
 
 @dataclass(frozen=True)
@@ -101,11 +118,43 @@ class Strategy:
     pool_input: Optional[str] = None
     #: The label kind the strategy serves: classification, multi-label, regression or segmentation.
     kind: str = "classification"
+    #: Whether a pick's score is the batch's running total after it (see Selection.running_total).
+    running_total: bool = False
+    #: How ``batchal select`` runs it over a scored folder shard by shard (batchal.distributed.selection):
+    #: "random", "top_b" (of the score column ``score_column``), "power" (Gumbel-top-b on ``score_column``),
+    #: "kmeans_pp", "k_center" or "prefiltered_batchbald"; None: not over a scored folder.
+    sharded: Optional[str] = None
+    score_column: Optional[str] = None
 
     @property
     def defaults(self) -> dict[str, Any]:
         params = inspect.signature(self.run).parameters
         return {name: params[name].default for name in self.options}
+
+    @property
+    def needs_pool_only(self) -> bool:
+        """The strategy needs nothing of the model: only the pool's size (``random``)."""
+        return not (self.needs_log_probs or self.needs_embeddings or self.pool_input)
+
+    @property
+    def log_probs_from(self) -> Optional[str]:
+        """Where its log-probabilities come from: "samples" (K posterior samples: MC dropout or an
+        ensemble's members), "features_pass" (the dropout-off prediction of the pass that gives the
+        features: BADGE's p), or None when it needs none."""
+        if not self.needs_log_probs:
+            return None
+        return "features_pass" if self.needs_embeddings else "samples"
+
+    @property
+    def needs_labelled(self) -> tuple[str, ...]:
+        """The inputs about the labelled set it takes: labelled_embeddings and/or labelled_log_probs."""
+        return tuple(name for name in ("labelled_embeddings", "labelled_log_probs") if name in self.options)
+
+    @property
+    def stateful(self) -> bool:
+        """It carries state between rounds (``info["state"]`` passed back as ``state=``: ALBL)."""
+        return "state" in self.options
+
 
 
 _REGISTRY: dict[str, Strategy] = {}
@@ -228,6 +277,7 @@ def select(
         scores=torch.as_tensor(picked_scores, dtype=torch.float64).detach().cpu(),
         strategy=strategy,
         info=info,
+        running_total=spec.running_total,
     )
 
 
@@ -472,11 +522,12 @@ _SOURCES = {
 }
 
 register(Strategy("random", _random, needs_log_probs=False, needs_embeddings=False,
-                  summary="Uniformly random points without replacement. Score: 0."))
+                  summary="Uniformly random points without replacement. Score: 0.", sharded="random"))
 for _name, _fn in _scores.SCORE_FUNCTIONS.items():
-    register(Strategy(_name, _top_b(_fn), needs_log_probs=True, needs_embeddings=False, summary=_SOURCES[_name]))
+    register(Strategy(_name, _top_b(_fn), needs_log_probs=True, needs_embeddings=False, summary=_SOURCES[_name],
+                      sharded="top_b", score_column=_name))
 register(Strategy(
-    "batchbald", _batchbald, needs_log_probs=True, needs_embeddings=False,
+    "batchbald", _batchbald, needs_log_probs=True, needs_embeddings=False, running_total=True, sharded="prefiltered_batchbald",
     summary=(_bb.__doc__ or "").strip().splitlines()[0]
     + " Exact joint entropies while C^n <= num_samples, importance-sampled after; lazy greedy by default. "
     "prefilter=m lets only the m points of highest BALD score compete (large pools). "
@@ -494,18 +545,18 @@ register(Strategy(
     },
 ))
 register(Strategy(
-    "power_bald", _power_bald, needs_log_probs=True, needs_embeddings=False,
+    "power_bald", _power_bald, needs_log_probs=True, needs_embeddings=False, sharded="power", score_column="bald",
     summary="PowerBALD (Kirsch et al. 2023, stochastic batch acquisition): b points drawn without replacement "
     "with probability proportional to BALD^beta (Gumbel-top-b). Score: the pick's BALD.",
     options={"beta": lambda v: check_positive_float(v, "beta", allow_zero=True)},
 ))
 register(Strategy(
-    "badge", _badge_run, needs_log_probs=True, needs_embeddings=True,
+    "badge", _badge_run, needs_log_probs=True, needs_embeddings=True, sharded="kmeans_pp",
     summary="BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings (p - e_argmax p) (outer) h, "
     "never materialised. Score: squared distance to the nearest earlier pick (squared norm for the first).",
 ))
 register(Strategy(
-    "coreset", _coreset_run, needs_log_probs=False, needs_embeddings=True,
+    "coreset", _coreset_run, needs_log_probs=False, needs_embeddings=True, sharded="k_center",
     summary="Coreset (Sener & Savarese 2018): greedy furthest-first (k-center) on features, seeded with "
     "labelled_embeddings when given. Score: distance to the nearest centre when picked.",
     options={"labelled_embeddings": _check_labelled_embeddings},
@@ -660,7 +711,7 @@ register(Strategy(
 ))
 register(Strategy(
     "multilabel_batchbald", _multilabel_batchbald_run, needs_log_probs=False, needs_embeddings=False, pool_input="log_probs_N_K_L",
-    kind="multi-label",
+    kind="multi-label", running_total=True,
     summary="Multi-label BatchBALD: I over the batch's L x b binary labels; exact by the product encoding (2^L values per item) "
     "through batchbald while 2^L <= max_configurations, the sampled joint after. Score: the batch's I after pick n (nats).",
     options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs, "num_samples": _positive_int("num_samples"),
@@ -683,14 +734,14 @@ register(Strategy(
 ))
 register(Strategy(
     "regression_batchbald", _regression_batchbald_run, needs_log_probs=False, needs_embeddings=False, pool_input="mean_N_K",
-    kind="regression",
+    kind="regression", running_total=True,
     summary="Regression BatchBALD, the Gaussian joint: greedy max of 1/2 log det(Sigma_B + diag(s_B)) - 1/2 sum log s_B, Sigma the "
     "K samples' covariance of the means, s the mean noise variance; exact greedy by rank-one updates. "
     "Score: the batch's information after pick n (nats).",
     options=_regression_options,
 ))
 register(Strategy(
-    "regression_maxdet", _regression_maxdet_run, needs_log_probs=False, needs_embeddings=True, kind="regression",
+    "regression_maxdet", _regression_maxdet_run, needs_log_probs=False, needs_embeddings=True, kind="regression", running_total=True,
     summary="MaxDet on last-layer features (bmdal_reg's 'maxdet' with the 'll' kernel): greedy max of "
     "log det(Phi_B Phi_B^T + noise I), conditioned on labelled_embeddings when given (bmdal_reg's TP-mode). "
     "Score: the batch's 1/2 log det gain over the labelled set after pick n (nats).",
@@ -706,7 +757,7 @@ for _score in ("bald", "entropy"):
     ))
 register(Strategy(
     "segmentation_batchbald", _segmentation_batchbald_run, needs_log_probs=False, needs_embeddings=False,
-    pool_input="log_probs_N_K_C_H_W", kind="segmentation",
+    pool_input="log_probs_N_K_C_H_W", kind="segmentation", running_total=True,
     summary="Segmentation BatchBALD: images as factorised items of `pixels` positions drawn once (the same for every image), "
     "the sampled joint over the batch's pixels; memory N x S x K float64 within memory_bytes. Score: the estimated I after pick n.",
     options={"log_probs_N_K_C_H_W": _dense.check_dense_log_probs,

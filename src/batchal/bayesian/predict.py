@@ -71,7 +71,7 @@ def _is_dict_data(data) -> bool:
 
 def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
     if isinstance(data, dict):
-        n = _num_items(data)
+        n = num_items(data)
         if n == 0:
             raise ValueError("data is a dict of empty tensors; nothing to predict")
         for start in range(0, n, batch_size):
@@ -94,7 +94,7 @@ def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
     raise ValueError(f"data must be a torch.Tensor of inputs, a dict of tensors, a torch Dataset or a DataLoader, got {type(data).__name__}")
 
 
-def _num_items(data: Data) -> int:
+def num_items(data: Data) -> int:
     if isinstance(data, dict):
         return _rows(data)
     if isinstance(data, DataLoader):
@@ -178,7 +178,7 @@ def predict_log_probs(
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
     device = _device_of(model, device)
-    total = _num_items(data)
+    total = num_items(data)
     out: Optional[torch.Tensor] = None
     done = 0
     failure = None
@@ -250,7 +250,7 @@ def predict_embeddings(
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1).float().cpu()))
     features, log_probs = [], []
-    total, done = _num_items(data), 0
+    total, done = num_items(data), 0
     try:
         with _eval_mode(model):
             for x in _batches(data, batch_size):

@@ -26,11 +26,15 @@ import torch
 
 from batchal.acquisition import badge as _badge
 from batchal.acquisition.kdpp import gumbel_noise, noise_key, power_log_weights
-from batchal.acquisition.registry import select
+from batchal.acquisition.registry import get_strategy, select, strategies
 from batchal.acquisition.validation import check_batch_size, check_positive_float, check_random_state
 from batchal.distributed.scoring import SCORE_COLUMNS, shard_name
 
-STRATEGIES = ["random", *SCORE_COLUMNS, "power_bald", "badge", "coreset", "batchbald"]
+def sharded_strategies() -> list[str]:
+    """The strategies ``batchal select`` runs over a scored folder: those whose registry record
+    says how (``Strategy.sharded``), with their score column among the folder's."""
+    return [name for name in strategies() if get_strategy(name).sharded is not None
+            and (get_strategy(name).score_column is None or get_strategy(name).score_column in SCORE_COLUMNS)]
 
 
 class ScoredFolder:
@@ -75,22 +79,25 @@ def select_scored(
 ) -> dict:
     """Select from a scored folder; returns {"strategy", "batch_size", "seed", "picks": [{rank, id, position, score}]}."""
     folder = ScoredFolder(path)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)} over a scored folder; got {strategy!r}")
+    allowed = sharded_strategies()
+    if strategy not in allowed:
+        raise ValueError(f"--strategy must be one of {', '.join(allowed)} over a scored folder; got {strategy!r}")
+    spec = get_strategy(strategy)
     b = check_batch_size(batch_size, folder.size)
     generator = check_random_state(seed)
-    if strategy in ("badge", "coreset") and not folder.has("embedding"):
+    if spec.needs_embeddings and not folder.has("embedding"):
         raise ValueError(f"{folder.path} has no embeddings; score with --embeddings for {strategy}")
-    if strategy == "random":
+    if spec.sharded == "random":
         positions = torch.randperm(folder.size, generator=generator)[:b].numpy()
         scores = np.zeros(b)
-    elif strategy in SCORE_COLUMNS or strategy == "power_bald":
-        positions, scores = _top_b(folder, strategy, b, generator, check_positive_float(beta, "beta", allow_zero=True), progress)
-    elif strategy == "batchbald":
-        positions, scores = _batchbald(folder, b, generator, num_samples)
+    elif spec.sharded in ("top_b", "power"):
+        power = check_positive_float(beta, "beta", allow_zero=True) if spec.sharded == "power" else None
+        positions, scores = _top_b(folder, spec.score_column, b, generator, power, progress)
+    elif spec.sharded == "prefiltered_batchbald":
+        positions, scores = _batchbald(folder, strategy, b, generator, num_samples)
     else:
-        holders = _holders(folder, strategy, ray_address)
-        run = _kmeans_plus_plus if strategy == "badge" else _k_center
+        holders = _holders(folder, spec.sharded == "kmeans_pp", ray_address)
+        run = _kmeans_plus_plus if spec.sharded == "kmeans_pp" else _k_center
         positions, scores = run(holders, folder.size, b, generator, progress)
     ids = _ids_of(folder, positions)
     return {"strategy": strategy, "batch_size": b, "seed": seed if isinstance(seed, int) else None,
@@ -98,9 +105,9 @@ def select_scored(
                                                   for r, (p, s) in enumerate(zip(positions, scores))]}
 
 
-def _top_b(folder, strategy, b, generator, beta, progress):
-    column = "bald" if strategy == "power_bald" else strategy
-    key = noise_key(generator) if strategy == "power_bald" else None
+def _top_b(folder, column, b, generator, beta, progress):
+    """Top-b of a score column; with ``beta`` (not None), Gumbel-top-b on column^beta (PowerBALD)."""
+    key = noise_key(generator) if beta is not None else None
     best_keys, best_pos, best_scores = np.empty(0), np.empty(0, dtype=np.int64), np.empty(0)
     for s in range(folder.shards):
         table = folder.read(s, ["position", column])
@@ -122,7 +129,7 @@ def _top_b(folder, strategy, b, generator, beta, progress):
     return best_pos, best_scores
 
 
-def _batchbald(folder, b, generator, num_samples):
+def _batchbald(folder, strategy, b, generator, num_samples):
     import pyarrow.parquet as pq
 
     path = folder.path / "log_probs.parquet"
@@ -135,7 +142,7 @@ def _batchbald(folder, b, generator, num_samples):
     log_probs = torch.from_numpy(flat.reshape(len(positions), K, -1).copy())
     if b > len(positions):
         raise ValueError(f"--batch-size {b} is larger than the {len(positions)} items kept with --keep-log-probs")
-    selection = select("batchbald", b, log_probs_N_K_C=log_probs, seed=generator, num_samples=num_samples)
+    selection = select(strategy, b, log_probs_N_K_C=log_probs, seed=generator, num_samples=num_samples)
     return positions[selection.indices.numpy()], selection.scores.numpy()
 
 
@@ -143,7 +150,8 @@ class ShardHolder:
     """The features of some shards (BADGE's factors a, h, or Coreset's features) and the per-step
     work on them; runs in-process or as a Ray actor."""
 
-    def __init__(self, path: str, shards: list[int], strategy: str, threads: float = 1):
+    def __init__(self, path: str, shards: list[int], gradient: bool, threads: float = 1):
+        """gradient: hold BADGE's gradient-embedding factors (a, h) instead of the features."""
         import pyarrow.parquet as pq
 
         from batchal.distributed.cluster import use_threads
@@ -157,7 +165,7 @@ class ShardHolder:
             h = torch.from_numpy(table.column("embedding").combine_chunks().flatten().to_numpy().reshape(n, -1).copy())
             lp = torch.from_numpy(table.column("prediction").combine_chunks().flatten().to_numpy().reshape(n, 1, -1).copy())
             positions = table.column("position").to_numpy()
-            if strategy == "badge":
+            if gradient:
                 g = _badge.gradient_embeddings(lp, h)
                 self.parts.append((positions, g.a_N_C, g.h_N_D))
             else:
@@ -210,17 +218,17 @@ class _Remote:
         return self.ray.get([getattr(a, method).remote(*args) for a in self.actors])
 
 
-def _holders(folder: ScoredFolder, strategy: str, ray_address: Optional[str]):
+def _holders(folder: ScoredFolder, gradient: bool, ray_address: Optional[str]):
     if ray_address is None:
         # In-process: every shard in this process; the loop's working memory is O(N).
-        return _Local([ShardHolder(str(folder.path), list(range(folder.shards)), strategy, threads=0)])
+        return _Local([ShardHolder(str(folder.path), list(range(folder.shards)), gradient, threads=0)])
     from batchal.distributed.cluster import connect
 
     ray = connect(ray_address)
     workers = max(1, min(folder.shards, int(ray.cluster_resources().get("CPU", 1))))
     groups = [list(range(w, folder.shards, workers)) for w in range(workers)]
     actor = ray.remote(num_cpus=1)(ShardHolder)
-    return _Remote(ray, [actor.remote(str(folder.path.resolve()), g, strategy, 1) for g in groups])
+    return _Remote(ray, [actor.remote(str(folder.path.resolve()), g, gradient, 1) for g in groups])
 
 
 def _gather(holders, n: int, method: str, *args) -> np.ndarray:

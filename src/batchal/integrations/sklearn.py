@@ -19,7 +19,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from batchal.acquisition.registry import get_strategy, select
+from batchal.acquire import acquire
+from batchal.acquisition.registry import get_strategy
 
 
 def _log_probs(estimator, X: np.ndarray) -> torch.Tensor:
@@ -46,8 +47,28 @@ def _log_probs(estimator, X: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.log(probs))
 
 
+class EstimatorPredictions:
+    """batchal.acquire's predictions of a fitted estimator over X: its members are the K samples,
+    its own ``predict_proba`` the single prediction, ``embeddings`` (default X) the features."""
+
+    def __init__(self, estimator, X: np.ndarray, embeddings=None):
+        self.estimator, self.X = estimator, X
+        self.embeddings = np.asarray(embeddings if embeddings is not None else X, dtype=np.float64)
+        if len(self.embeddings) != len(X):
+            raise ValueError(f"embeddings hold {len(self.embeddings)} rows but X holds {len(X)}; one row of features per row of X")
+
+    def log_probs(self, positions, k, seed):
+        return _log_probs(self.estimator, self.X[positions])
+
+    def features(self, positions):
+        probs = np.clip(self.estimator.predict_proba(self.X[positions]), 1e-12, None)
+        probs = probs / probs.sum(-1, keepdims=True)
+        return torch.from_numpy(self.embeddings[positions]), torch.from_numpy(np.log(probs))[:, None, :]
+
+
 def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed=0, embeddings=None, **options) -> np.ndarray:
-    """Row numbers of the ``batch_size`` unlabelled rows of ``X`` (``y`` NaN) to label next."""
+    """Row numbers of the ``batch_size`` unlabelled rows of ``X`` (``y`` NaN) to label next
+    (through batchal.acquire, as every entry point; the round is the number of labelled rows)."""
     X = np.asarray(X)
     y = np.asarray(y, dtype=float)
     if y.ndim != 1 or len(y) != len(X):
@@ -55,16 +76,8 @@ def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed
     unlabelled = np.flatnonzero(np.isnan(y))
     if len(unlabelled) == 0:
         raise ValueError("every row of y is labelled: nothing left to query")
-    spec = get_strategy(strategy)
-    inputs = {}
-    if spec.needs_log_probs:
-        inputs["log_probs_N_K_C"] = _log_probs(estimator, X[unlabelled])
-    if spec.needs_embeddings:
-        features = np.asarray(embeddings if embeddings is not None else X, dtype=np.float64)
-        inputs["embeddings_N_D"] = torch.from_numpy(features[unlabelled])
-        if "labelled_embeddings" in spec.options and "labelled_embeddings" not in options:
-            options["labelled_embeddings"] = torch.from_numpy(features[~np.isnan(y)])
-    if not inputs:
-        inputs["embeddings_N_D"] = torch.zeros(len(unlabelled), 1)
-    picks = select(strategy, min(batch_size, len(unlabelled)), seed=seed, **inputs, **options)
-    return unlabelled[picks.indices.numpy()]
+    get_strategy(strategy)  # an unknown name is refused before anything is predicted
+    labelled = np.flatnonzero(~np.isnan(y)).tolist()
+    result = acquire(strategy, EstimatorPredictions(estimator, X, embeddings), unlabelled.tolist(), batch_size,
+                     labelled=labelled, seed=seed, round_=len(labelled), options=options)
+    return np.asarray(result.picked, dtype=np.int64)

@@ -4,7 +4,7 @@ A thin layer over public APIs only: the pool goes through ``trainer.get_test_dat
 collator, padding and evaluation batch size), the model is ``trainer.model`` (its ``nn.Dropout``
 modules made consistent in place by :func:`batchal.convert_dropout`; in training they are
 ordinary dropout, so ``trainer.train()`` is unchanged), and the rest is ``batchal``'s own
-``predict_log_probs``, ``predict_embeddings`` and ``select``::
+``predict_log_probs``, ``predict_embeddings`` and ``acquire``, the path every entry point takes::
 
     from batchal.integrations.transformers import query
     trainer.train()                                              # on the labelled rows
@@ -19,7 +19,8 @@ from typing import Optional
 
 import torch
 
-from batchal.acquisition.registry import get_strategy, select
+from batchal.acquire import acquire
+from batchal.acquisition.registry import get_strategy
 from batchal.bayesian.dropout import convert_dropout
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 
@@ -41,19 +42,33 @@ def trainer_embeddings(trainer, pool_dataset) -> tuple[torch.Tensor, torch.Tenso
     return predict_embeddings(trainer.model, _as_loader(trainer, pool_dataset), device=_device(trainer))
 
 
+class TrainerPredictions:
+    """batchal.acquire's predictions of ``trainer.model`` over ``pool_dataset``, through the
+    trainer's own test DataLoader (its collator, padding and evaluation batch size)."""
+
+    def __init__(self, trainer, pool_dataset):
+        self.trainer, self.dataset = trainer, pool_dataset
+
+    def _rows(self, positions):
+        if list(positions) == list(range(len(self.dataset))):
+            return self.dataset
+        if hasattr(self.dataset, "select"):  # a datasets.Dataset keeps its columns (and the trainer's column pruning)
+            return self.dataset.select(list(positions))
+        return torch.utils.data.Subset(self.dataset, list(positions))
+
+    def log_probs(self, positions, k, seed):
+        return trainer_log_probs(self.trainer, self._rows(positions), k=k, seed=seed)
+
+    def features(self, positions):
+        return trainer_embeddings(self.trainer, self._rows(positions))
+
+
 def query(trainer, pool_dataset, b: int, strategy: str = "batchbald", k: int = 20, seed: Optional[int] = 0, **options) -> list[int]:
-    """The next batch: ``b`` positions in ``pool_dataset``, in pick order."""
-    spec = get_strategy(strategy)
-    inputs = {}
-    if spec.needs_embeddings or strategy == "coreset":  # as batchal run does: one dropout-off pass gives both inputs
-        inputs["embeddings_N_D"], log_probs_1 = trainer_embeddings(trainer, pool_dataset)
-        if spec.needs_log_probs:
-            inputs["log_probs_N_K_C"] = log_probs_1
-    elif spec.needs_log_probs:
-        inputs["log_probs_N_K_C"] = trainer_log_probs(trainer, pool_dataset, k=k, seed=seed)
-    else:  # random and the like only need the pool's size
-        inputs["log_probs_N_K_C"] = trainer_embeddings(trainer, pool_dataset)[1]
-    return select(strategy, b, seed=seed, **inputs, **options).indices.tolist()
+    """The next batch: ``b`` positions in ``pool_dataset``, in pick order (through batchal.acquire,
+    as every entry point, with the seeds of round 0)."""
+    get_strategy(strategy)
+    return acquire(strategy, TrainerPredictions(trainer, pool_dataset), range(len(pool_dataset)), b, seed=seed or 0,
+                   mc_samples=k, options=options).picked
 
 
 def _as_loader(trainer, pool_dataset):

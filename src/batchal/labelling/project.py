@@ -31,8 +31,9 @@ import torch
 
 from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.scores import predictive_probs
-from batchal.acquisition.registry import get_strategy, select, strategies
-from batchal.bayesian.predict import predict_embeddings, predict_log_probs
+from batchal.acquire import ModelPredictions, acquire, candidates_of
+from batchal.acquisition.registry import strategies
+from batchal.bayesian.predict import predict_log_probs
 from batchal.data.files import DataError
 from batchal.data.images import IMAGE_SUFFIXES, load_image
 from batchal.devices import resolve_device
@@ -615,10 +616,7 @@ class Project:
     def _candidates(self, pool: list[int]) -> list[int]:
         """The pool items this round scores: all of them, or ``score_candidates`` drawn uniformly
         (seeded by the round), in pool order."""
-        if len(pool) <= self.score_candidates:
-            return pool
-        g = torch.Generator().manual_seed(self.round)
-        return [pool[i] for i in sorted(torch.randperm(len(pool), generator=g)[: self.score_candidates].tolist())]
+        return sorted(candidates_of(pool, self.score_candidates, self.meta.get("seed", 0), self.round))
 
     def _audit_items(self, labels: dict[int, str], picked: set, batch_size: int, seed: int) -> list[int]:
         """Uniformly random pool items (not picked, not labelled, not flagged) for the estimate."""
@@ -685,30 +683,19 @@ class Project:
             estimate = (len(labels), right / len(audited), len(audited), low, high, per_item)
         self.state = "selecting"
         strategy = self.meta["strategy"]
-        spec = get_strategy(strategy)
-        candidates = self._candidates(pool)
+        acquisition = acquire(strategy, ModelPredictions([model], x, batch_size=512, device=self.device),
+                              [position[i] for i in pool], self.meta["batch_size"], labelled=[position[i] for i in labelled_ids],
+                              seed=self.meta.get("seed", 0), round_=self.round, mc_samples=self.meta["mc_samples"],
+                              subsample=self.score_candidates, protocol={"num_samples": max(self.meta["mc_samples"], 10_000)},
+                              device=self.device)
+        selection = acquisition.selection
+        candidates = [ids[p] for p in acquisition.candidates]  # input positions -> item ids, for every scored item
         pool_x = x_of(candidates)
-        started = time.perf_counter()
-        inputs = {}
-        if spec.needs_embeddings or strategy == "coreset":
-            embeddings, log_probs_1 = predict_embeddings(model, pool_x, device=self.device)
-            inputs["embeddings_N_D"] = embeddings
-            if spec.needs_log_probs:
-                inputs["log_probs_N_K_C"] = log_probs_1
-        elif spec.needs_log_probs:
-            inputs["log_probs_N_K_C"] = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
-        else:
-            inputs["embeddings_N_D"] = torch.zeros(len(candidates), 1)
-        options = {"num_samples": max(self.meta["mc_samples"], 10_000)} if strategy == "batchbald" else {}
-        inputs = {name: value.to(self.device) for name, value in inputs.items()}
-        self.timings["score"] = time.perf_counter() - started
-        started = time.perf_counter()
-        selection = select(strategy, min(self.meta["batch_size"], len(candidates)), seed=self.round, **inputs, **options)
-        self.timings["select"] = time.perf_counter() - started
+        self.timings.update(acquisition.seconds)
         # Suggestions: the model's mean prediction for every scored item (MC average where the
         # strategy sampled, the dropout-off prediction otherwise), and for the labelled items
         # (what the review view compares their labels with).
-        lp = inputs.get("log_probs_N_K_C")
+        lp = acquisition.inputs.get("log_probs_N_K_C")
         if lp is None:
             lp = predict_log_probs(model, pool_x, self.meta["mc_samples"], seed=self.round, device=self.device)
         probs = predictive_probs(lp).cpu()
@@ -718,15 +705,13 @@ class Project:
             lab_probs = predictive_probs(predict_log_probs(model, x_of(labelled_ids), 1, seed=0, device=self.device)).cpu()
             lab_p, lab_c = lab_probs.max(1)
             predictions += [(item, self.classes[int(c)], float(p)) for item, c, p in zip(labelled_ids, lab_c, lab_p)]
-        scores = selection.scores.tolist()
-        if strategy == "batchbald":  # the running I(y_1..y_n; w) -> each pick's own marginal gain
-            scores = [scores[0]] + [b - a for a, b in zip(scores, scores[1:])] if scores else []
+        scores = selection.gains.tolist()  # each pick's own contribution (a running total's differences)
         # Items labelled or flagged while the model trained never enter the new batch.
         now_taken = set(self.store.current_labels()) | set(self.store.flagged())
         kept = [(n, p) for n, p in enumerate(selection.indices.tolist()) if candidates[p] not in now_taken]
         picks = [candidates[p] for _, p in kept]
         details = [(self.classes[int(best_c[p])], float(best_p[p]), float(scores[n])) for n, p in kept]
-        information = float(selection.scores[-1]) if strategy == "batchbald" else float(selection.scores.sum())
+        information = selection.total
         # Stabilizing predictions: agreement with the previous model on the items both predicted.
         before = self.store.predictions()
         common = [(before[item][0], label) for item, label, _ in predictions if item in before and item not in labels]
