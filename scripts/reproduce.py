@@ -54,7 +54,8 @@ import time
 from pathlib import Path
 
 from batchal.data import load_dataset
-from batchal.experiment import ExperimentConfig, RunInUseError, run_experiment
+from batchal.experiment import ExperimentConfig, run_experiment
+from batchal.run_files import RunInUseError
 from batchal.report import write_report
 from batchal.threads import resolve_threads, use_threads
 from batchal.training import TrainConfig

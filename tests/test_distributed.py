@@ -270,7 +270,8 @@ def test_a_study_on_ray_writes_the_rows_of_a_run_without_ray(cluster, tmp_path, 
     from test_experiment import fast_config, without_seconds
 
     from batchal.distributed.studies import run_study
-    from batchal.experiment import read_results, run_experiment
+    from batchal.experiment import run_experiment
+    from batchal.run_files import read_results
 
     c, _ = cluster
     runs = {f"{s} seed {seed}": (fast_config(strategy=s, seed=seed), tmp_path / "ray" / f"{s}-{seed}") for s in ("bald", "random") for seed in (0, 1)}

@@ -14,7 +14,8 @@ import batchal
 from batchal.bayesian.dropout import DropoutWarning
 from batchal.cli import main
 from batchal.devices import resolve_device
-from batchal.experiment import ExperimentConfig, RunFileError, run_experiment
+from batchal.experiment import ExperimentConfig, run_experiment
+from batchal.run_files import RunFileError
 from batchal.threads import resolve_threads, use_threads
 from conftest import random_log_probs
 

@@ -8,7 +8,8 @@ from torch import nn
 
 import batchal
 from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
-from batchal.experiment import read_results, run_experiment
+from batchal.experiment import run_experiment
+from batchal.run_files import read_results
 from batchal.report import write_report
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa, parse_stop
 from test_experiment import fast_config, without_seconds

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from batchal.cli import main
-from batchal.experiment import append_row
+from batchal.run_files import append_row
 from batchal.report import find_runs, group, label_entropy, labels_needed_quartiles, normalised_errors, penalty_matrix, setting_order, write_report
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from batchal.cli import main
-from batchal.experiment import RunFileError, read_results, run_experiment
+from batchal.experiment import run_experiment
+from batchal.run_files import RunFileError, read_results
 from batchal.report import write_report
 from test_experiment import fast_config, without_seconds
 
@@ -143,7 +144,8 @@ def test_a_second_process_on_a_running_experiment_is_refused(tmp_path):
     naming the holder's pid; once released, the run goes ahead."""
     import fcntl
 
-    from batchal.experiment import LOCK_NAME, ExperimentConfig, RunInUseError, run_experiment
+    from batchal.experiment import ExperimentConfig, run_experiment
+    from batchal.run_files import LOCK_NAME, RunInUseError
 
     config = ExperimentConfig(dataset="digits", strategy="random", acquisition_size=5, initial_size=10, budget=15, seed=0)
     run_dir = tmp_path / "run"

@@ -10,7 +10,8 @@ import torch
 
 from batchal.cli import main
 from batchal.data import load_dataset
-from batchal.experiment import ExperimentConfig, RunFileError, run_experiment
+from batchal.experiment import ExperimentConfig, run_experiment
+from batchal.run_files import RunFileError
 
 RUN = ["--strategy", "random", "--acquisition-size", "5", "--initial-size", "10", "--budget", "20", "--mc-samples", "2",
        "--max-epochs", "1", "--epoch-samples", "64"]

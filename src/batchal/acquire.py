@@ -14,7 +14,8 @@ read off its registry record (``batchal.acquisition.registry.Strategy``), never 
 - ``needs_embeddings``: one dropout-off pass gives the features and (BADGE's p) the prediction;
   with an ensemble the prediction is the members' (``log_probs_from == "features_pass"``);
 - ``needs_labelled``: the same for the labelled set (Coreset's centres, BAIT's Fisher);
-- ``needs_pool_only``: nothing of the model (``random``).
+- ``needs_pool_only``: nothing of the model (``random``);
+- ``pool_input == "mean_N_K"`` (regression): the K samples' means, ``predictions.means``.
 
 Seeding is one scheme, :func:`round_seed` (seed, round, purpose), for every entry point: the
 same model, pool, strategy, seed and round give the same picks everywhere.
@@ -49,6 +50,8 @@ class Predictions(Protocol):
 
     def features(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate features N x D, the prediction of the same dropout-off pass N x K' x C)."""
+
+    # Regression models offer means(positions, k, seed) -> N x K: the K posterior samples' means.
 
 
 def subset(inputs, positions: Sequence[int]):
@@ -137,7 +140,12 @@ def strategy_inputs(spec: Strategy, predictions: Predictions, candidates: list[i
                     mc_samples: int, seed: int) -> dict[str, Any]:
     """Exactly the inputs ``spec`` declares, for the candidates (and the labelled set where it asks)."""
     inputs: dict[str, Any] = {}
-    if spec.needs_embeddings:
+    if spec.pool_input == "mean_N_K":  # regression: the K samples' means
+        inputs["mean_N_K"] = predictions.means(candidates, mc_samples, seed)
+    elif spec.pool_input is not None:
+        raise ValueError(f"strategy {spec.name!r} takes its pool as {spec.pool_input}, which batchal.acquire does not compute "
+                         "from a model; call batchal.select with it")
+    elif spec.needs_embeddings:
         inputs["embeddings_N_D"], log_probs = predictions.features(candidates)
         if spec.log_probs_from == "features_pass":
             inputs["log_probs_N_K_C"] = log_probs

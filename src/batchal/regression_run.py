@@ -34,9 +34,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from batchal.acquisition.registry import select, strategies
+from batchal.acquire import SEED_EVALUATE, SEED_TRAIN, acquire, round_seed
+from batchal.acquisition.registry import get_strategy, strategies
 from batchal.bayesian.dropout import ConsistentMCDropout, mc_dropout
-from batchal.experiment import RunFileError, _atomic_write, append_row, read_config, read_results
+from batchal.run_files import RunFileError, append_row, atomic_write, read_config, read_results, regression_row_checker
 
 REGRESSION_DATASETS = ("diabetes", "friedman1")
 TEST_FRACTION = 0.2
@@ -113,36 +114,37 @@ def _mc_means(net: torch.nn.Module, x: torch.Tensor, k: int, seed: int) -> torch
         return net(x).reshape(len(x), k).double()
 
 
+class RegressionPredictions:
+    """batchal.acquire's predictions of the regression MLP over ``x``: the K MC-dropout means, and
+    its last hidden layer as features, scaled to unit root-mean-square norm over ``scale_over``
+    (the pool) so that MaxDet's kernel noise means the same at every round."""
+
+    def __init__(self, net: torch.nn.Module, x: torch.Tensor, scale_over: list[int]):
+        self.net, self.x = net, x
+        with torch.no_grad():
+            phi = net[:5](x[scale_over]).double()
+        self.scale = phi.pow(2).sum(1).mean().sqrt().clamp(min=1e-12)
+
+    def means(self, positions, k, seed):
+        return _mc_means(self.net, self.x[positions], k, seed)
+
+    def features(self, positions):
+        with torch.no_grad():
+            return self.net[:5](self.x[positions]).double() / self.scale, None
+
+
 def _check_config(run_dir: Path, config: RegressionConfig) -> None:
     path, new = run_dir / "config.json", asdict(config)
     if path.exists():
         old = read_config(path)
-        old = {k: v for k, v in old.items() if k in new}  # read_config adds classification defaults
+        old = {k: v for k, v in old.items() if k in new}  # the file also holds "task"
         diff = sorted(k for k in new if old.get(k) != new[k])
         if diff:
             raise ValueError(f"{run_dir} holds a run with a different configuration ({', '.join(diff)} differ); choose another output directory")
         return
     if (run_dir / "results.jsonl").exists() and (run_dir / "results.jsonl").stat().st_size:
         raise RunFileError(f"{run_dir / 'results.jsonl'} has rows but config.json is missing; restore it or choose another output directory")
-    _atomic_write(path, (json.dumps({**new, "task": "regression"}, indent=2) + "\n").encode())
-
-
-def _row_checker(pool_size: int):
-    """A regression row's checks, for ``experiment.read_results`` (which also cuts a row torn by a crash)."""
-    def check(row, path: Path, line: int, expected_round: int, seen: set) -> None:
-        where = f"{path}, line {line}"
-        if not isinstance(row, dict) or row.get("round") != expected_round:
-            raise RunFileError(f"{where}: expected round {expected_round} (rows must be consecutive from 0)")
-        if not isinstance(row.get("test_rmse"), (int, float)) or isinstance(row.get("test_rmse"), bool):
-            raise RunFileError(f"{where}: the row has no numeric 'test_rmse'; the file is damaged or not a regression run's")
-        acquired = row.get("acquired", [])
-        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pool_size for i in acquired):
-            raise RunFileError(f"{where}: an acquired position outside the pool of {pool_size}")
-        if set(acquired) & seen or len(set(acquired)) != len(acquired):
-            raise RunFileError(f"{where}: a pool position is acquired a second time; a run labels each item once")
-        seen.update(acquired)
-
-    return check
+    atomic_write(path, (json.dumps({**new, "task": "regression"}, indent=2) + "\n").encode())
 
 
 def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dict]:
@@ -152,7 +154,7 @@ def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dic
     _check_config(run_dir, config)
     x, y, x_test, y_test = load_regression(config.dataset, config.seed)
     results = run_dir / "results.jsonl"
-    rows = read_results(results, _row_checker(len(y)))
+    rows = read_results(results, regression_row_checker(len(y)))
     g = torch.Generator().manual_seed(config.seed)
     labelled = torch.randperm(len(y), generator=g)[: config.initial_size].tolist()
     for row in rows:
@@ -162,9 +164,9 @@ def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dic
     while True:
         round_ = len(rows)
         start = time.perf_counter()
-        net, noise = _train(config, x[labelled], y[labelled], config.seed * 1000 + round_)
+        net, noise = _train(config, x[labelled], y[labelled], round_seed(config.seed, round_, SEED_TRAIN))
         train_seconds = time.perf_counter() - start
-        prediction = _mc_means(net, x_test, config.mc_samples, config.seed).mean(1)
+        prediction = _mc_means(net, x_test, config.mc_samples, round_seed(config.seed, round_, SEED_EVALUATE)).mean(1)
         row = {"round": round_, "labelled": len(labelled), "test_rmse": float(torch.sqrt(torch.mean((prediction - y_test.double()) ** 2))),
                "noise": noise, "acquired": [], "scores": [], "seconds": {"train": train_seconds, "select": 0.0}}
         taken = set(labelled)
@@ -173,20 +175,14 @@ def run_regression(config: RegressionConfig, run_dir, progress=None) -> list[dic
             row["stop_reason"] = "budget" if len(labelled) >= config.budget else "pool_exhausted"
         else:
             b = min(config.acquisition_size, config.budget - len(labelled), len(pool))
-            seed = config.seed * 1000 + round_
-            start = time.perf_counter()
-            if config.strategy == "random":
-                selection = select("random", b, embeddings_N_D=x[pool], seed=seed)
-            elif config.strategy == "regression_maxdet":
-                with torch.no_grad():
-                    phi, known = net[:5](x[pool]).double(), net[:5](x[labelled]).double()
-                scale = phi.pow(2).sum(1).mean().sqrt().clamp(min=1e-12)
-                selection = select("regression_maxdet", b, embeddings_N_D=phi / scale, labelled_embeddings=known / scale,
-                                   noise=config.maxdet_noise)
-            else:
-                selection = select(config.strategy, b, mean_N_K=_mc_means(net, x[pool], config.mc_samples, seed), noise=noise, seed=seed)
-            row["seconds"]["select"] = time.perf_counter() - start
-            row["acquired"] = [pool[i] for i in selection.indices.tolist()]
+            spec = get_strategy(config.strategy)
+            # The protocol: feature-kernel strategies (MaxDet) take the fixed kernel noise, sample-based ones the fitted noise.
+            protocol = {"noise": config.maxdet_noise if spec.needs_embeddings else noise}
+            acquisition = acquire(config.strategy, RegressionPredictions(net, x, scale_over=pool), pool, b, labelled=labelled,
+                                  seed=config.seed, round_=round_, mc_samples=config.mc_samples, protocol=protocol)
+            selection = acquisition.selection
+            row["seconds"]["select"] = acquisition.seconds["score"] + acquisition.seconds["select"]
+            row["acquired"] = acquisition.picked
             row["scores"] = selection.scores.tolist()
             labelled += row["acquired"]
         append_row(results, row)

@@ -30,7 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from batchal.experiment import COUNTING_NOTE, labels_to_reach, read_config, read_results
+from batchal.experiment import COUNTING_NOTE, labels_to_reach
+from batchal.run_files import read_config, read_results, row_checker
 
 
 # Config keys that may differ between the seeds of one curve; any other difference between runs

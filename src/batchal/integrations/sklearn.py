@@ -66,9 +66,11 @@ class EstimatorPredictions:
         return torch.from_numpy(self.embeddings[positions]), torch.from_numpy(np.log(probs))[:, None, :]
 
 
-def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed=0, embeddings=None, **options) -> np.ndarray:
+def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed=0, round_: int = 0, embeddings=None,
+          **options) -> np.ndarray:
     """Row numbers of the ``batch_size`` unlabelled rows of ``X`` (``y`` NaN) to label next
-    (through batchal.acquire, as every entry point; the round is the number of labelled rows)."""
+    (through batchal.acquire, as every entry point; ``round_``, the batch's index, seeds it with
+    ``seed`` as batchal.acquire.round_seed says)."""
     X = np.asarray(X)
     y = np.asarray(y, dtype=float)
     if y.ndim != 1 or len(y) != len(X):
@@ -79,5 +81,5 @@ def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed
     get_strategy(strategy)  # an unknown name is refused before anything is predicted
     labelled = np.flatnonzero(~np.isnan(y)).tolist()
     result = acquire(strategy, EstimatorPredictions(estimator, X, embeddings), unlabelled.tolist(), batch_size,
-                     labelled=labelled, seed=seed, round_=len(labelled), options=options)
+                     labelled=labelled, seed=seed, round_=round_, options=options)
     return np.asarray(result.picked, dtype=np.int64)

@@ -63,12 +63,13 @@ class TrainerPredictions:
         return trainer_embeddings(self.trainer, self._rows(positions))
 
 
-def query(trainer, pool_dataset, b: int, strategy: str = "batchbald", k: int = 20, seed: Optional[int] = 0, **options) -> list[int]:
+def query(trainer, pool_dataset, b: int, strategy: str = "batchbald", k: int = 20, seed: Optional[int] = 0, round_: int = 0,
+          **options) -> list[int]:
     """The next batch: ``b`` positions in ``pool_dataset``, in pick order (through batchal.acquire,
-    as every entry point, with the seeds of round 0)."""
+    as every entry point; ``round_``, the batch's index, seeds it with ``seed``)."""
     get_strategy(strategy)
     return acquire(strategy, TrainerPredictions(trainer, pool_dataset), range(len(pool_dataset)), b, seed=seed or 0,
-                   mc_samples=k, options=options).picked
+                   round_=round_, mc_samples=k, options=options).picked
 
 
 def _as_loader(trainer, pool_dataset):

@@ -685,9 +685,9 @@ class Project:
         strategy = self.meta["strategy"]
         acquisition = acquire(strategy, ModelPredictions([model], x, batch_size=512, device=self.device),
                               [position[i] for i in pool], self.meta["batch_size"], labelled=[position[i] for i in labelled_ids],
-                              seed=self.meta.get("seed", 0), round_=self.round, mc_samples=self.meta["mc_samples"],
-                              subsample=self.score_candidates, protocol={"num_samples": max(self.meta["mc_samples"], 10_000)},
-                              device=self.device)
+                              # round_: the new batch's index (0 for the first), as the runner counts its rounds
+                              seed=self.meta.get("seed", 0), round_=self.round - 1, mc_samples=self.meta["mc_samples"],
+                              subsample=self.score_candidates, device=self.device)
         selection = acquisition.selection
         candidates = [ids[p] for p in acquisition.candidates]  # input positions -> item ids, for every scored item
         pool_x = x_of(candidates)
