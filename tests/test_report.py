@@ -174,3 +174,21 @@ def test_report_on_a_real_tiny_run(tmp_path):
 def test_report_refuses_an_empty_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no finished rounds" in capsys.readouterr().err
+
+
+def test_report_reads_a_folder_of_classification_and_regression_runs(study, capsys):
+    """batchal report on a folder holding both kinds: both reported, the regression table from the rows."""
+    from batchal.regression_run import RegressionConfig, run_folder, run_regression
+
+    finals = []
+    for seed in (0, 1):
+        config = RegressionConfig(dataset="diabetes", strategy="random", seed=seed, initial_size=20, acquisition_size=10, budget=40, steps=20)
+        finals.append(run_regression(config, run_folder(study / "regression", config))[-1]["test_rmse"])
+    assert main(["report", str(study), "--out", str(study / "report")]) == 0
+    md = (study / "report" / "report.md").read_text()
+    assert "## Learning curves" in md and "## Regression" in md and (study / "report" / "regression_rmse.png").stat().st_size > 0
+    row = next(line for line in md.splitlines() if line.startswith("| diabetes b=10 | random |"))
+    assert row.split("|")[3].strip() == "2" and float(row.split("|")[5]) == pytest.approx(np.mean(finals), abs=1e-4)
+    # the classification tables are unchanged by the regression runs beside them
+    classification_only = write_report([study / "mnist"], study / "report-c")
+    assert md.count("| mnist b=10 |") == classification_only.read_text().count("| mnist b=10 |") > 0

@@ -59,6 +59,11 @@ class Run:
     def seed(self) -> int:
         return self.config["seed"]
 
+    @property
+    def kind(self) -> str:
+        """classification, or regression (a regression run's config.json says task: regression)."""
+        return "regression" if self.config.get("task") == "regression" else "classification"
+
 
 def find_runs(paths: list) -> list[Run]:
     """Every run folder under the given paths (a path may be a run folder or hold many)."""
@@ -72,9 +77,10 @@ def find_runs(paths: list) -> list[Run]:
             if folder in seen:
                 continue
             seen.add(folder)
-            rows = read_results(folder / "results.jsonl")
+            config = read_config(config_path)
+            rows = read_results(folder / "results.jsonl", row_checker(config))
             if rows:
-                runs.append(Run(folder, read_config(config_path), rows))
+                runs.append(Run(folder, config, rows))
     if not runs:
         raise ValueError(f"no finished rounds found under {', '.join(map(str, paths))} (expected folders with config.json and results.jsonl)")
     _label_variants(runs)
@@ -127,11 +133,11 @@ def setting_order(setting: str) -> tuple:
     return (dataset, int(b)) if b.isdigit() else (setting, 0)
 
 
-def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
-    """Label counts common to every seed, and accuracies [seeds, counts]."""
+def curve(runs: list[Run], metric: str = "test_accuracy") -> tuple[np.ndarray, np.ndarray]:
+    """Label counts common to every seed, and the metric (accuracy by default) [seeds, counts]."""
     counts = sorted(set.intersection(*[{r["labelled"] for r in run.rows} for run in runs]))
-    acc = np.array([[next(r["test_accuracy"] for r in run.rows if r["labelled"] == c) for c in counts] for run in runs])
-    return np.array(counts), acc
+    values = np.array([[next(r[metric] for r in run.rows if r["labelled"] == c) for c in counts] for run in runs])
+    return np.array(counts), values
 
 
 def labels_needed_quartiles(runs: list[Run], threshold: float) -> tuple[Optional[float], ...]:
@@ -267,19 +273,77 @@ def _fmt(v: Optional[float]) -> str:
     return "not reached" if v is None or math.isinf(v) else f"{v:.0f}"
 
 
-def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), title: str = "batchal report") -> Path:
-    plt = _plt()
-    runs = find_runs(list(paths))
+@dataclass
+class _Page:
+    """What every section of a report draws on: one label kind's runs, grouped."""
+
+    out: Path
+    plt: object
+    runs: list[Run]
+    grouped: dict[str, dict[str, list[Run]]]
+    settings: list[str]
+    colors: dict[str, tuple]
+
+
+def _page(out: Path, plt, runs: list[Run]) -> _Page:
     grouped = group(runs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md = [f"# {title}", "", f"{len(runs)} runs in {len(grouped)} setting(s).", ""]
-    settings = list(grouped)
-    colors = {}
     palette = plt.get_cmap("tab10").colors
+    colors: dict[str, tuple] = {}
     for s in sorted({r.strategy for r in runs}):
         colors[s] = palette[len(colors) % len(palette)]
+    return _Page(out, plt, runs, grouped, list(grouped), colors)
 
+
+def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), title: str = "batchal report") -> Path:
+    """The report over every run under ``paths``: classification runs and regression runs each get their sections."""
+    plt = _plt()
+    runs = find_runs(list(paths))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    classification = [run for run in runs if run.kind == "classification"]
+    regression = [run for run in runs if run.kind == "regression"]
+    settings = len({run.setting for run in runs})
+    md = [f"# {title}", "", f"{len(runs)} runs in {settings} setting(s)."
+          + (f" {len(regression)} of them regression runs (their section: Regression)." if regression and classification else ""), ""]
+    if classification:
+        page = _page(out, plt, classification)
+        md += _learning_curves(page) + _batch_size_sweep(page) + _labels_needed(page, thresholds) + _acquired_labels(page)
+        md += _time_per_round(page) + _penalty_matrix(page) + _error_cdf(page) + _batch_diagnostics(page)
+    if regression:
+        md += _regression(_page(out, plt, regression))
+    md += ["## Runs", ""] + [f"- `{os.path.relpath(run.path, out.resolve())}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return out / "report.md"
+
+
+def _regression(page: _Page) -> list[str]:
+    """Regression runs: test RMSE against labels (mean and standard error over seeds) and the final RMSE."""
+    out, plt, grouped, settings, colors = page.out, page.plt, page.grouped, page.settings, page.colors
+    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
+    md = ["## Regression", "", "Test RMSE (standardised target; lower is better) against labels: mean over seeds, band one "
+          "standard error either side.", "", "![regression RMSE](regression_rmse.png)", "",
+          "| setting | strategy | seeds | final labels | final test RMSE (mean) |", "|---|---|---|---|---|"]
+    for ax, setting in zip(axes[0], settings):
+        for strategy, srs in sorted(grouped[setting].items()):
+            counts, rmse = curve(srs, "test_rmse")
+            mean = rmse.mean(0)
+            se = rmse.std(0, ddof=1) / math.sqrt(len(srs)) if len(srs) > 1 else np.zeros_like(mean)
+            ax.plot(counts, mean, label=f"{strategy} ({_seeds(len(srs))})", color=colors[strategy])
+            ax.fill_between(counts, mean - se, mean + se, alpha=0.2, color=colors[strategy])
+            reached = sorted({r.rows[-1]["labelled"] for r in srs})
+            complete = all("stop_reason" in r.rows[-1] for r in srs)
+            md.append(f"| {setting} | {strategy} | {len(srs)} | {format_reach(reached, complete)} | "
+                      f"{np.mean([r.rows[-1]['test_rmse'] for r in srs]):.4f} |")
+        ax.set(title=setting, xlabel="labelled examples", ylabel="test RMSE")
+        _whole_number_ticks(ax)
+    _save(fig, axes, out / "regression_rmse.png", plt)
+    return md + [""]
+
+
+def _learning_curves(page: _Page) -> list[str]:
+    """Test accuracy against labels per setting: median and quartile band over seeds."""
+    out, plt, grouped, settings, colors = page.out, page.plt, page.grouped, page.settings, page.colors
+    md: list[str] = []
     # Learning curves.
     fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
     for ax, setting in zip(axes[0], settings):
@@ -292,7 +356,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         _whole_number_ticks(ax)
     _save(fig, axes, out / "learning_curves.png", plt)
     md += ["## Learning curves", "", "Median over seeds, band from the 25th to the 75th percentile.", "", "![learning curves](learning_curves.png)", ""]
+    return md
 
+
+def _batch_size_sweep(page: _Page) -> list[str]:
+    """Each strategy's median curve at every acquisition size b, where runs use several."""
+    out, plt, runs = page.out, page.plt, page.runs
+    md: list[str] = []
     # Acquisition-size sweep: one panel per data set and strategy run with several b.
     sweeps: dict[tuple, dict[tuple, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -329,7 +399,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             md += [f"| b={b}" + (f", {variant}" if variant else "") + " | " + " | ".join(f"{m[c]:.3f}" if c in m else "-" for c in shared) + " |"
                    for (b, variant), m in by_line.items()]
             md.append("")
+    return md
 
+
+def _labels_needed(page: _Page, thresholds: list[float]) -> list[str]:
+    """The labels-needed table (BatchBALD's counting) and labels_needed.json."""
+    out, grouped, settings = page.out, page.grouped, page.settings
+    md: list[str] = []
     # Labels needed.
     md += ["## Labels needed to reach an accuracy", "",
            "25% / median / 75% over seeds, nearest-rank.", ""]
@@ -354,7 +430,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
             table_rows.append(entry)
     md += ["", COUNTING_NOTE, ""]
     (out / "labels_needed.json").write_text(json.dumps(table_rows, indent=1))
+    return md
 
+
+def _acquired_labels(page: _Page) -> list[str]:
+    """Entropy of each acquired batch's labels and the class histogram."""
+    out, plt, grouped, settings, colors = page.out, page.plt, page.grouped, page.settings, page.colors
+    md: list[str] = []
     # Acquired labels: entropy per round and class histogram.
     fig, axes = plt.subplots(2, len(settings), figsize=(6.5 * len(settings), 8), squeeze=False)
     for col, setting in enumerate(settings):
@@ -387,7 +469,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
     _save(fig, axes, out / "acquired_labels.png", plt)
     md += ["## What was acquired", "", "Entropy of each acquired batch's true labels (higher = more diverse) and the class histogram.", "",
            "![acquired labels](acquired_labels.png)", ""]
+    return md
 
+
+def _time_per_round(page: _Page) -> list[str]:
+    """Mean seconds per acquisition round, split into train, score and select."""
+    out, plt, grouped, settings = page.out, page.plt, page.grouped, page.settings
+    md: list[str] = []
     # Time per round, per setting: data sets differ by orders of magnitude in cost.
     parts = ("train", "score", "select")
     fig, axes = plt.subplots(1, len(settings), figsize=(max(5, 1.2 * max(len(grouped[s]) for s in settings)) * len(settings), 4), squeeze=False)
@@ -407,7 +495,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         md += [f"| {setting} | {s} | {means['train'][i]:.1f} | {means['score'][i]:.1f} | {means['select'][i]:.2f} |" for i, s in enumerate(names)]
     _save(fig, axes, out / "time_per_round.png", plt)
     md += ["", "![time per round](time_per_round.png)", ""]
+    return md
 
+
+def _penalty_matrix(page: _Page) -> list[str]:
+    """BADGE's pairwise penalty matrix across settings."""
+    out, plt, grouped = page.out, page.plt, page.grouped
+    md: list[str] = []
     # BADGE's evaluation across settings.
     names_p, P, used = penalty_matrix(grouped)
     if used:
@@ -431,6 +525,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
                "t-test over seeds at 95%. Column means: lower is better.", "",
                "| strategy | column mean |", "|---|---|"] + [f"| {n} | {m:.3f} |" for n, m in sorted(zip(names_p, col_means), key=lambda x: x[1])]
         md += ["", "![penalty matrix](penalty_matrix.png)", ""]
+    return md
+
+
+def _error_cdf(page: _Page) -> list[str]:
+    """BADGE's CDF of errors normalised by random's."""
+    out, plt, grouped, colors = page.out, page.plt, page.grouped, page.colors
+    md: list[str] = []
     errors = normalised_errors(grouped)
     if errors:
         fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -442,6 +543,13 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         _save(fig, ax, out / "normalised_error_cdf.png", plt)
         md += ["## Normalised error CDF (BADGE)", "", "Error divided by random's at the same setting and label count; curves further left and up are better.", "",
                "![normalised error CDF](normalised_error_cdf.png)", ""]
+    return md
+
+
+def _batch_diagnostics(page: _Page) -> list[str]:
+    """BADGE's batch diagnostics, where the rows record them."""
+    out, plt, runs, colors = page.out, page.plt, page.runs, page.colors
+    md: list[str] = []
     diag = [(run, r) for run in runs for r in run.rows if r.get("batch_diagnostics")]
     if diag:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -463,6 +571,6 @@ def write_report(paths: list, out_dir, thresholds: list[float] = (0.9, 0.95), ti
         _whole_number_ticks(*axes)
         _save(fig, axes, out / "batch_diagnostics.png", plt)
         md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
-    md += ["## Runs", ""] + [f"- `{os.path.relpath(run.path, out.resolve())}`: {run.strategy}, seed {run.seed}, {len(run.rows)} rounds" for run in runs]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    return out / "report.md"
+    return md
+
+
