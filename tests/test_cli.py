@@ -123,3 +123,22 @@ def test_warnings_are_one_line_without_source(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "noisy" in line]
     assert lines and all(line.startswith("warning: ") for line in lines)
     assert "warnings.warn" not in err and ".py:" not in err
+
+
+@pytest.mark.parametrize("place", ["before", "after"])
+def test_threads_is_accepted_before_or_after_the_subcommand(tmp_path, capsys, monkeypatch, place):
+    import batchal.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "use_threads", lambda n: seen.append(n))
+    argv = ["strategies", "random"]
+    argv = ["--threads", "2", *argv] if place == "before" else [*argv, "--threads", "2"]
+    assert main(argv) == 0 and seen == ["2"]
+    seen.clear()
+    assert main(["datasets"]) == 0 and seen == [None]  # not given: the default
+
+
+def test_run_with_threads_after_the_subcommand_runs_and_a_bad_value_is_one_line(tmp_path, capsys):
+    assert main(["run", "--threads", "1", *SMALL, "--strategy", "random", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--threads", "many", *SMALL, "--out", str(tmp_path)]) == 2
+    assert "--threads" in capsys.readouterr().err

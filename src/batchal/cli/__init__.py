@@ -1,0 +1,72 @@
+"""The command line: one module per command, assembled here.
+
+``batchal run``, ``report``, ``score``, ``select``, ``label``, ``label-studio``, ``strategies`` and
+``datasets``; each module holds its parser (``add_parser``) and its body. Progress bars and the
+results table live in ``batchal.cli.progress``. Global options (``--threads``) are accepted before
+or after the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Optional
+
+from batchal import __version__
+from batchal.cli import datasets, label, label_studio, report, run, score, select, strategies
+from batchal.cli.progress import one_line_warning
+from batchal.data.files import DataError
+from batchal.threads import use_threads
+
+#: The commands, in the order `batchal --help` lists them.
+COMMANDS = (run, score, select, datasets, strategies, report, label, label_studio)
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's parser leaves a value given before the subcommand in place.
+    parser.add_argument("--threads", default=argparse.SUPPRESS,
+                        help="CPU threads per process: a number or auto (one per core); default $BATCHAL_THREADS, else 1 "
+                        "(fastest on a busy machine, and the same seed gives the same numbers on any machine)")
+
+
+def _leaves(parser: argparse.ArgumentParser):
+    """Every parser under ``parser`` that runs a command (the subcommands' own parsers)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                has_children = any(isinstance(a, argparse._SubParsersAction) for a in child._actions)
+                yield from _leaves(child) if has_children else [child]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchal", description="Deep Bayesian batch active learning (BatchBALD, BADGE and baselines).")
+    parser.add_argument("--version", action="version", version=f"batchal {__version__}")
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    for leaf in _leaves(parser):
+        _global_options(leaf)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        use_threads(getattr(args, "threads", None))
+    except ValueError as exc:
+        print(f"batchal: error: --threads: {exc}", file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        warnings.showwarning = one_line_warning
+        try:
+            return args.func(args)
+        except (ValueError, DataError, FileNotFoundError, FileExistsError) as exc:
+            print(f"batchal: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("batchal: interrupted; run the same command again to resume from the last complete round", file=sys.stderr)
+            return 130
