@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from batchal.acquisition.coreset import _squared_distances_to, k_center_greedy
+from batchal.acquisition.coreset import squared_distances_to, k_center_greedy
 
 
 def k_center_scaled_copy(x_N_D: torch.Tensor, batch_size: int, labelled_L_D: torch.Tensor) -> list[int]:
     """The earlier loop: (2 * X) @ c allocates and fills an N x D temporary at every pick."""
     x_N_D = x_N_D.double()
     sq = (x_N_D**2).sum(1)
-    d = _squared_distances_to(x_N_D, sq, labelled_L_D.double())
+    d = squared_distances_to(x_N_D, sq, labelled_L_D.double())
     picks = []
     for _ in range(batch_size):
         j = int(d.argmax())

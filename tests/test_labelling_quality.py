@@ -12,7 +12,8 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from batchal.labelling import Project, init_project  # noqa: E402
-from batchal.labelling.quality import agreement, cohen_kappa, fleiss_kappa, paired_gain, stop_hint, wilson_interval  # noqa: E402
+from batchal.labelling.quality import agreement, fleiss_kappa, paired_gain, stop_hint, wilson_interval  # noqa: E402
+from batchal.stopping import cohen_kappa  # noqa: E402
 from batchal.training import TrainConfig  # noqa: E402
 
 

@@ -19,12 +19,16 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 
-def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
-    """Cohen's kappa between two labelings of the same items (1.0 when they agree perfectly,
-    including the degenerate case of one class throughout)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"kappa needs two labelings of the same non-empty items, got {a.shape} and {b.shape}")
+def cohen_kappa(a: Sequence, b: Sequence) -> Optional[float]:
+    """Cohen's kappa between two labelings of the same items, classes of any type: two models'
+    predictions (the stopping rule), two annotators' labels (the labelling service's agreement).
+    1.0 when they agree perfectly, including the degenerate case of one class throughout; None
+    for fewer than two items (no agreement to measure)."""
+    a, b = np.asarray(list(a)), np.asarray(list(b))
+    if a.shape != b.shape:
+        raise ValueError(f"kappa needs two labelings of the same items, got {a.shape} and {b.shape}")
+    if a.size < 2:
+        return None
     observed = float((a == b).mean())
     classes = np.union1d(a, b)
     expected = float(sum((a == c).mean() * (b == c).mean() for c in classes))

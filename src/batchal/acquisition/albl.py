@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from batchal.acquisition.coreset import _squared_distances_to
+from batchal.acquisition.coreset import squared_distances_to
 
 EXPERTS = ("coreset", "conf", "uniform")
 
@@ -85,7 +85,7 @@ def albl(
     x = embeddings_N_D.double()
     sq = (x**2).sum(1)
     if labelled_embeddings_L_D is not None and labelled_embeddings_L_D.shape[0] > 0:
-        dist = _squared_distances_to(x, sq, labelled_embeddings_L_D.double())
+        dist = squared_distances_to(x, sq, labelled_embeddings_L_D.double())
     else:
         dist = ((x - x.mean(0)) ** 2).sum(1)
     conf = confidence_N.double().clone()

@@ -18,7 +18,7 @@ import torch
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _squared_distances_to(points_N_D: torch.Tensor, sq_norms_N: torch.Tensor, centres_L_D: torch.Tensor) -> torch.Tensor:
+def squared_distances_to(points_N_D: torch.Tensor, sq_norms_N: torch.Tensor, centres_L_D: torch.Tensor) -> torch.Tensor:
     """min over the L centres of ||x_n - c||^2, chunked over centres."""
     best_N = torch.full_like(sq_norms_N, float("inf"))
     step = max(1, _CHUNK_ELEMENTS // max(1, points_N_D.shape[0]))
@@ -41,7 +41,7 @@ def k_center_greedy(
     x_N_D = embeddings_N_D.double()
     sq_norms_N = (x_N_D**2).sum(1)
     if labelled_embeddings_L_D is not None and labelled_embeddings_L_D.shape[0] > 0:
-        distances_N = _squared_distances_to(x_N_D, sq_norms_N, labelled_embeddings_L_D.double().to(x_N_D.device))
+        distances_N = squared_distances_to(x_N_D, sq_norms_N, labelled_embeddings_L_D.double().to(x_N_D.device))
         seeded = True
     else:
         distances_N = ((x_N_D - x_N_D.mean(0)) ** 2).sum(1)

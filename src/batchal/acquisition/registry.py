@@ -27,13 +27,10 @@ from batchal.acquisition import regression as _regression
 from batchal.acquisition import epig as _epig
 from batchal.acquisition import kdpp as _kdpp
 from batchal.acquisition import scores as _scores
+from batchal.checks import check_batch_size, check_positive_float, check_positive_int, check_random_state
 from batchal.acquisition.validation import (
-    check_batch_size,
     check_embeddings,
     check_log_probs,
-    check_positive_float,
-    check_positive_int,
-    check_random_state,
     embedding_exponent,
     embedding_scale,
     rescale,

@@ -22,7 +22,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from batchal.acquisition.validation import check_positive_int, check_random_state
+from batchal.checks import check_positive_int, check_random_state
 
 
 @dataclass

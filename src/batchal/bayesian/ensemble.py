@@ -13,8 +13,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from batchal.acquisition.validation import check_positive_int
-from batchal.bayesian.predict import Data, _batches, _device_of, _eval_mode
+from batchal.checks import check_positive_int
+from batchal.bayesian.predict import Data, batches, device_of, eval_mode
 
 
 def ensemble_log_probs(models: list[nn.Module], data: Data, batch_size: int = 256, *, device=None) -> torch.Tensor:
@@ -24,10 +24,10 @@ def ensemble_log_probs(models: list[nn.Module], data: Data, batch_size: int = 25
     batch_size = check_positive_int(batch_size, "batch_size")
     parts = []
     for model in models:
-        dev = _device_of(model, device)
+        dev = device_of(model, device)
         rows = []
-        with _eval_mode(model):
-            for x in _batches(data, batch_size):
+        with eval_mode(model):
+            for x in batches(data, batch_size):
                 rows.append(torch.log_softmax(model(x.to(dev)).float(), dim=1).cpu())
         parts.append(torch.cat(rows))
     return torch.stack(parts, dim=1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from batchal.acquisition.validation import check_positive_int
+from batchal.checks import check_positive_int
 from batchal.bayesian.dropout import mc_dropout
 from batchal.devices import resolve_device
 
@@ -69,7 +69,7 @@ def _is_dict_data(data) -> bool:
     return False
 
 
-def _batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
+def batches(data: Data, batch_size: int) -> Iterator[torch.Tensor]:
     if isinstance(data, dict):
         n = num_items(data)
         if n == 0:
@@ -119,7 +119,7 @@ def _channels_last(model: nn.Module, enabled: Optional[bool], device: torch.devi
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     flags = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -139,7 +139,7 @@ def _check_input_fits(model: nn.Module, data, device) -> None:
     the data's input shape is reported as that (not as a problem of the K-fold expansion)."""
     first = data
     shape = {k: tuple(v.shape) for k, v in first.items() if isinstance(v, torch.Tensor)} if isinstance(first, dict) else tuple(first.shape)
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             _call(model, _to(first, device))
         except Exception as exc:  # the user's model: any failure here is about the input it was given
@@ -147,7 +147,7 @@ def _check_input_fits(model: nn.Module, data, device) -> None:
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); check that the data's input shape is what the model expects") from None
 
 
-def _device_of(model: nn.Module, device) -> torch.device:
+def device_of(model: nn.Module, device) -> torch.device:
     if device is not None:
         return resolve_device(device)
     param = next(model.parameters(), None)
@@ -177,14 +177,14 @@ def predict_log_probs(
     """
     k = check_positive_int(k, "k")
     batch_size = check_positive_int(batch_size, "batch_size")
-    device = _device_of(model, device)
+    device = device_of(model, device)
     total = num_items(data)
     out: Optional[torch.Tensor] = None
     done = 0
     failure = None
     expand_input = expand_input or _is_dict_data(data)  # masks and positions must keep their rows
-    with _eval_mode(model), _channels_last(model, channels_last, device), mc_dropout(model, k, seed=seed, expand_input=expand_input):
-        for x in _batches(data, batch_size):
+    with eval_mode(model), _channels_last(model, channels_last, device), mc_dropout(model, k, seed=seed, expand_input=expand_input):
+        for x in batches(data, batch_size):
             B = _rows(x)
             try:
                 logits = _call(model, _to(x, device))
@@ -246,14 +246,14 @@ def predict_embeddings(
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     layer = layer if layer is not None else last_linear_layer(model)
-    device = _device_of(model, device)
+    device = device_of(model, device)
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1).float().cpu()))
     features, log_probs = [], []
     total, done = num_items(data), 0
     try:
-        with _eval_mode(model):
-            for x in _batches(data, batch_size):
+        with eval_mode(model):
+            for x in batches(data, batch_size):
                 captured.clear()
                 logits = _call(model, _to(x, device))
                 if len(captured) != 1:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import string
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from batchal.data.dataset import Dataset
+from batchal.data.image_tar import tar_dataset
+from batchal.data.user import is_user_dataset, load_user_dataset
 from batchal.data.files import (
     DataError,
     DataFile,
@@ -31,28 +33,6 @@ from batchal.data.files import (
 )
 
 
-@dataclass
-class Dataset:
-    """Train and test tensors (inputs normalised, float32; labels int64) and class names."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    class_names: list[str]
-    is_image: bool
-    #: The data set's own id of each training item (a file path, a table's row number), when it has
-    #: them; run rows then name acquired items by them too (``acquired_ids``).
-    train_ids: Optional[list] = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_x.shape[1:])
 
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -194,7 +174,6 @@ _CIFAR10_TAR = DataFile("cifar10-jpeg.tar", "839edf26db454edb390deb2877774f3fa7d
 def _load_cifar10(data_dir=None, download_missing=True, progress=None, verify_files=True) -> Dataset:
     """CIFAR-10 from the JPEG copy's tar (lossy: accuracies are close to, not equal to, those
     on the original pixels); never downloaded, there is no official tar of JPEGs."""
-    from batchal.data.image_tar import tar_dataset
 
     roots = search_roots(data_dir)
     path = find_file(FileSet("cifar10-jpeg", (_CIFAR10_TAR,)), _CIFAR10_TAR, roots)
@@ -270,7 +249,6 @@ def load_dataset(
     """Load a data set by name (see ``dataset_names()``); files are found, verified and, when
     missing, downloaded as ``batchal.data.files`` describes. A path loads your own data
     (``batchal.data.user``: an image folder or tar, .npz, .csv or .parquet)."""
-    from batchal.data.user import is_user_dataset, load_user_dataset
 
     if isinstance(name, str) and name not in dataset_names() and is_user_dataset(name):
         return load_user_dataset(name, label_column=label_column, image_size=image_size, rgb=rgb)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from batchal.data.dataset import Dataset
 from batchal.data.files import DataError
 
 
@@ -68,7 +69,6 @@ def read_image_tar(path: Path, grayscale: bool = False, image_size=None) -> tupl
 def tar_dataset(path: Path, name: str, grayscale: bool = False, image_size=None):
     """A ``Dataset``: float32 N x C x H x W, normalised per channel by the training images'
     mean and standard deviation."""
-    from batchal.data.datasets import Dataset
 
     splits, classes = read_image_tar(path, grayscale, image_size)
     train, test = splits["train"], splits["test"]

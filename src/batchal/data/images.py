@@ -34,3 +34,11 @@ def load_image(path, image_size: int, grayscale: bool, mean=None, std=None, max_
     mean = torch.tensor(0.5 if mean is None else mean, dtype=torch.float32).reshape(-1, 1, 1)
     std = torch.tensor(0.5 if std is None else std, dtype=torch.float32).reshape(-1, 1, 1)
     return (x - mean) / std
+
+
+def channel_stats(x_N_C_H_W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of images in [0, 1] (each [1, C, 1, 1]): what your
+    own images are standardised with, by ``batchal run`` and by the labelling service alike."""
+    mean = x_N_C_H_W.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_N_C_H_W.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    return mean, std

@@ -30,7 +30,10 @@ from typing import Optional
 import numpy as np
 import torch
 
+from batchal.data.dataset import Dataset
 from batchal.data.files import DataError
+from batchal.data.image_tar import tar_dataset
+from batchal.data.images import IMAGE_SUFFIXES, channel_stats, load_image
 
 TEST_FRACTION = 0.2
 
@@ -40,14 +43,12 @@ def is_user_dataset(name) -> bool:
 
 
 def load_user_dataset(path, label_column: Optional[str] = None, image_size: int = 28, rgb: bool = False):
-    from batchal.data.datasets import Dataset
 
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--dataset {path}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix == ".tar":
-        from batchal.data.image_tar import tar_dataset
 
         return tar_dataset(path, str(path), grayscale=not rgb, image_size=image_size)
     if suffix == ".npz":
@@ -71,7 +72,6 @@ def _split(x: np.ndarray, y: np.ndarray, ids: Optional[np.ndarray] = None):
 
 
 def _npz(path: Path):
-    from batchal.data.datasets import Dataset
 
     try:
         data = np.load(path, allow_pickle=False)
@@ -144,7 +144,6 @@ def _numeric(values: list) -> Optional[np.ndarray]:
 
 
 def _table(path: Path, label_column: Optional[str]):
-    from batchal.data.datasets import Dataset
 
     if label_column is None:
         raise ValueError(f"--dataset {path}: a table needs --label-column NAME (the column holding each row's class)")
@@ -176,8 +175,6 @@ def _table(path: Path, label_column: Optional[str]):
 
 
 def _image_folder(path: Path, image_size: int, rgb: bool):
-    from batchal.data.datasets import Dataset
-    from batchal.data.images import IMAGE_SUFFIXES, load_image
 
     train = path / "train"
     if not train.is_dir():
@@ -210,8 +207,7 @@ def _image_folder(path: Path, image_size: int, rgb: bool):
     else:
         a, b, c, d, ids = _split(x_train.numpy(), y_train.numpy(), np.asarray(ids, dtype=object))
         x_train, x_test, y_train, y_test = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c), torch.from_numpy(d)
-    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    mean, std = channel_stats(x_train)
     return Dataset(str(path), (x_train - mean) / std, y_train, (x_test - mean) / std, y_test, classes, is_image=True, train_ids=ids)
 
 

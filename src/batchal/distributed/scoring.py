@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from batchal.acquisition.scores import SCORE_FUNCTIONS
-from batchal.acquisition.validation import check_positive_int
+from batchal.checks import check_positive_int
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 from batchal.data.pools import ImageOptions, Pool, open_pool
 from batchal.models import load_model

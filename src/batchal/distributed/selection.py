@@ -27,7 +27,7 @@ import torch
 from batchal.acquisition import badge as _badge
 from batchal.acquisition.kdpp import gumbel_noise, noise_key, power_log_weights
 from batchal.acquisition.registry import get_strategy, select, strategies
-from batchal.acquisition.validation import check_batch_size, check_positive_float, check_random_state
+from batchal.checks import check_batch_size, check_positive_float, check_random_state
 from batchal.distributed.scoring import SCORE_COLUMNS, shard_name
 
 def sharded_strategies() -> list[str]:

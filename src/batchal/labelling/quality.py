@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from batchal.stopping import cohen_kappa
+
 #: Audit items per strategy pick (at least one per batch).
 AUDIT_FRACTION = 0.2
 Z95 = 1.959963984540054
@@ -73,17 +75,6 @@ def stop_hint(history: list[dict], window: int = 3, min_items: int = 20) -> Opti
         return (f"the accuracy gain over the last {window} batches is at most {upper * 100:.1f} points (95% bound, {n} random "
                 f"items), below the estimate's own precision of ±{half_width * 100:.1f} points")
     return None
-
-
-def cohen_kappa(a: list[str], b: list[str]) -> Optional[float]:
-    """Cohen's kappa of two annotators' labels of the same items (None: fewer than two items)."""
-    n = len(a)
-    if n < 2:
-        return None
-    observed = sum(x == y for x, y in zip(a, b)) / n
-    labels = set(a) | set(b)
-    expected = sum((a.count(c) / n) * (b.count(c) / n) for c in labels)
-    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
 
 def fleiss_kappa(ratings: list[list[str]]) -> Optional[float]:
