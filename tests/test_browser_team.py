@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
+from batchal.training import TrainConfig  # noqa: E402
 playwright = pytest.importorskip("playwright.sync_api")
 
 from test_labelling import free_port, write_images  # noqa: E402
@@ -70,7 +71,7 @@ def test_typing_a_whole_batch_at_once_against_a_slow_server_labels_every_item_as
     write_images(tmp_path / "images", count=40)
     classes = [str(d) for d in range(10)]
     init_project(tmp_path / "proj", tmp_path / "images", classes, model="mnist_cnn", strategy="random", batch_size=10)
-    project = Project(tmp_path / "proj")
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
     with SlowServer(project) as server, playwright.sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
@@ -100,7 +101,7 @@ def test_two_annotators_on_two_pages_never_share_an_item_and_undo_only_their_own
     classes = [str(d) for d in range(10)]
     init_project(tmp_path / "proj", tmp_path / "images", classes, model="mnist_cnn", strategy="random", batch_size=10)
     tokens = {name: add_annotator(tmp_path / "proj", name) for name in ("alice", "bob")}
-    project = Project(tmp_path / "proj")
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
     with SlowServer(project) as server, playwright.sync_playwright() as p:
         browser = launch(p)
         pages = {}

@@ -187,7 +187,7 @@ def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annot
            "SSRF_PROTECTION_ENABLED": "false", "BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1"}
     logs = open(tmp_path / "servers.log", "w")
     cli = [sys.executable, "-m", "batchal.cli"]
-    backend = subprocess.Popen(cli + ["label-studio", "serve", str(project_dir), "--port", str(be_port),
+    backend = subprocess.Popen(cli + ["label-studio", "serve", str(project_dir), "--port", str(be_port), "--epoch-samples", "128", "--max-epochs", "2",
                                       "--label-studio-url", f"http://127.0.0.1:{ls_port}", "--api-key", TOKEN], env=env, stdout=logs, stderr=logs)
     ls = subprocess.Popen([LABEL_STUDIO, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(ls_port),
                            "--data-dir", str(tmp_path / "ls"), "--username", "tester@example.com", "--password", "batchal-test-pw",

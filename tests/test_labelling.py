@@ -196,7 +196,9 @@ def free_port() -> int:
 
 
 def start_server(project_dir, port):
-    proc = subprocess.Popen([sys.executable, "-m", "batchal.cli", "label", "serve", str(project_dir), "--port", str(port), "--token", TOKEN],
+    # Short trainings (the page and the store are under test here, not the model).
+    proc = subprocess.Popen([sys.executable, "-m", "batchal.cli", "label", "serve", str(project_dir), "--port", str(port), "--token", TOKEN,
+                             "--epoch-samples", "128", "--max-epochs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx
 

@@ -35,9 +35,10 @@ from batchal.acquire import ModelPredictions, acquire, candidates_of
 from batchal.acquisition.registry import strategies
 from batchal.bayesian.predict import predict_log_probs
 from batchal.data.files import DataError
-from batchal.data.images import IMAGE_SUFFIXES, load_image
+from batchal.data.images import IMAGE_SUFFIXES, channel_stats, load_image
 from batchal.devices import resolve_device
 from batchal.labelling import quality
+from batchal.labelling.background import BackgroundTrainer
 from batchal.labelling.store import UNLABELLED, Store
 from batchal.models import create_model, load_model, model_names
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
@@ -226,7 +227,16 @@ def init_project(
         _check_output(probe, (1 if grayscale else 3, image_size, image_size), len(classes), model)
     elif model == "mnist_cnn" and image_size < 12 and features is None:
         raise ValueError("--image-size must be >= 12 for the mnist_cnn model")
+    standardise = not user_model and features is None
+    if standardise:  # batchal run's inputs for your own images: standardised by the images' per-channel mean and std
+        mean = std = 0.0 if grayscale else [0.0, 0.0, 0.0]
+        std = 1.0 if grayscale else [1.0, 1.0, 1.0]
     paths, skipped, decoded = _scan_images(images_dir, image_size, grayscale, mean, std)
+    if standardise and decoded:
+        stacked = torch.stack(decoded)
+        channel_mean, channel_std = channel_stats(stacked)
+        decoded = list((stacked - channel_mean) / channel_std)
+        mean, std = channel_mean.flatten().tolist(), channel_std.flatten().tolist()
     if not paths:
         reason = f" ({len(skipped)} skipped: {skipped[0]['path']}: {skipped[0]['reason']}, ...)" if skipped else ""
         raise ValueError(f"--images {images_dir}: no PNG or JPEG images found" + (f" that can be read{reason}" if skipped else ""))
@@ -333,10 +343,15 @@ def _read_labels_csv(path: Path, paths: list[str], classes: list[str]) -> list[t
 
 class Project:
     def __init__(self, project_dir, train_config: Optional[TrainConfig] = None, device=None, overlap: Optional[int] = None,
-                 score_candidates: int = SCORE_CANDIDATES):
-        """device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto).
+                 score_candidates: int = SCORE_CANDIDATES, background: bool = False):
+        """train_config: the training protocol (default: ``batchal run``'s, ``TrainConfig()``).
+        device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto).
         overlap: labels each item needs from different annotators (default: the project's, 1).
-        score_candidates: pool items scored per round (a random subset of a larger pool)."""
+        score_candidates: pool items scored per round (a random subset of a larger pool).
+        background: train on the labels so far while the person labels (``batchal label serve``
+        does): the next batch is then chosen by the newest finished model at once instead of
+        waiting for a training on the last labels (``status()["model_labels"]`` says how many
+        labels the model that chose the current batch was trained on)."""
         self.device = resolve_device(device)
         self.dir = Path(project_dir)
         self.store = Store(self.dir)
@@ -348,9 +363,11 @@ class Project:
         if isinstance(score_candidates, bool) or not isinstance(score_candidates, int) or score_candidates < 1:
             raise ValueError(f"score_candidates must be an integer >= 1, got {score_candidates!r}")
         self.score_candidates = score_candidates
-        # Epochs of 512 examples, at most 15, early stopping after 3 without progress: at most
-        # about 4 s of training per round for the default CNN on 2 cores (the batch in seconds).
-        self.train_config = train_config or TrainConfig(epoch_samples=512, max_epochs=15, patience=3)
+        # batchal run's protocol (epochs of 5,056 examples, at most 30, early stopping after 3
+        # without progress): the labeller gets the model the papers' reproductions get.
+        self.train_config = train_config or TrainConfig()
+        self.background = BackgroundTrainer(self._train_job) if background else None
+        self.model_labels: Optional[int] = None  # training labels of the model that chose the current batch (this session)
         self._features: Optional[torch.Tensor] = None
         self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
         self._item_ids: Optional[list[int]] = None
@@ -459,14 +476,18 @@ class Project:
         busy = None if supervisor else self.store.holder(item_id, annotator or "", self.overlap)
         if busy is not None:
             raise PermissionError(busy)
-        return self.store.add_label(item_id, label, annotator)
+        row = self.store.add_label(item_id, label, annotator)
+        self.train_in_background()
+        return row
 
     def withdraw_label(self, item_id: int, annotator: Optional[str] = None) -> int:
         """Withdraw this annotator's label of the item (a new history row meaning 'not labelled';
         other annotators' labels stand)."""
         if self.store.item_path(item_id) is None:
             raise KeyError(f"no item with id {item_id}")
-        return self.store.add_label(item_id, UNLABELLED, annotator)
+        row = self.store.add_label(item_id, UNLABELLED, annotator)
+        self.train_in_background()
+        return row
 
     def flag(self, item_id: int, kind: str, note: Optional[str] = None, annotator: Optional[str] = None) -> int:
         """Take an item out of the pool without a label: ``unsure`` or ``bad_image``, with an optional note."""
@@ -524,6 +545,8 @@ class Project:
             "overlap": self.overlap,
             "agreement": quality.agreement(self.store.annotator_labels()),
             "timings": self.timings,
+            "model_labels": self.model_labels,
+            "training": self.background is not None and self.background.busy,
         }
 
     def undo(self, annotator: Optional[str] = None) -> Optional[dict]:
@@ -531,6 +554,7 @@ class Project:
         done = self.store.undo_last_label(annotator)
         if done is None:
             return None
+        self.train_in_background()
         item, restored, row = done
         return {"id": item, "label": restored or None, "label_id": row}
 
@@ -651,6 +675,54 @@ class Project:
                     generator=torch.Generator().manual_seed(len(labels)), device=self.device)
         return model, x_of
 
+    def _training_split(self, labels: dict[int, str], position: dict[int, int]) -> tuple[list[int], list[int], list[int]]:
+        """(labelled ids, audit items among them, the ids the model trains on): audit items are held
+        out for the accuracy estimate unless the training labels would lack a class they hold."""
+        audit_all = self.store.audit_items()
+        labelled_ids = [i for i in sorted(labels) if i in position]
+        audited = [i for i in labelled_ids if i in audit_all]
+        train_ids = [i for i in labelled_ids if i not in audit_all]
+        if len({labels[i] for i in train_ids}) < 2:  # the audit items hold a class the training labels lack
+            return labelled_ids, [], labelled_ids
+        return labelled_ids, audited, train_ids
+
+    @staticmethod
+    def _training_key(train_ids: list[int], labels: dict[int, str]) -> tuple:
+        return tuple((i, labels[i]) for i in train_ids)
+
+    def _train_job(self, job: tuple[list[int], dict[int, str]]):
+        train_ids, labels = job
+        ids, x = self.features()
+        position = {item: n for n, item in enumerate(ids)}
+        return self._train(train_ids, labels, x, position)[0], len(train_ids)
+
+    def train_in_background(self) -> None:
+        """Ask the background trainer for a model of the current labels (background projects only)."""
+        if self.background is None:
+            return
+        labels = self.store.current_labels()
+        ids, _ = self.features()
+        _, _, train_ids = self._training_split(labels, {item: n for n, item in enumerate(ids)})
+        if len({labels[i] for i in train_ids}) >= 2:
+            self.background.request(self._training_key(train_ids, labels), (train_ids, dict(labels)))
+
+    def _model_for(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int]):
+        """(model, labels it trained on): the model of these labels, trained now; with background
+        training, the one already trained for them, else the newest finished one at once."""
+        key = self._training_key(train_ids, labels)
+        if self.background is not None:
+            ready = self.background.ready(key)
+            if ready is not None:
+                return ready
+            newest = self.background.newest()
+            if newest is not None:
+                self.background.request(key, (train_ids, dict(labels)))  # the next batch gets it
+                return newest[1]
+        model = self._train(train_ids, labels, x, position)[0]
+        if self.background is not None:
+            self.background.offer(key, (model, len(train_ids)))
+        return model, len(train_ids)
+
     def _next_batch(self) -> None:
         labels = self.store.current_labels()
         pool = self._pool(labels)
@@ -663,15 +735,10 @@ class Project:
             return
         ids, x = self.features()
         position = {item: n for n, item in enumerate(ids)}
-        audit_all = self.store.audit_items()
-        labelled_ids = [i for i in sorted(labels) if i in position]
-        audited = [i for i in labelled_ids if i in audit_all]
-        train_ids = [i for i in labelled_ids if i not in audit_all]
-        if len({labels[i] for i in train_ids}) < 2:  # the audit items hold a class the training labels lack
-            train_ids = labelled_ids
-            audited = []
+        labelled_ids, audited, train_ids = self._training_split(labels, position)
         started = time.perf_counter()
-        model, x_of = self._train(train_ids, labels, x, position)
+        model, trained_on = self._model_for(train_ids, labels, x, position)
+        x_of = lambda items: x[[position[i] for i in items]]  # noqa: E731
         self.timings = {"train": time.perf_counter() - started}
         estimate = None
         if audited:
@@ -723,6 +790,8 @@ class Project:
         # leaves none of them, so a retry never writes a second accuracy row for the same labels.
         self._add_batch(strategy, picks, audit, details=details, accuracy=estimate, information=information,
                         predictions=predictions, kappa=kappa)
+        self.model_labels = trained_on
+        self.train_in_background()  # labels given meanwhile, or the labels a stale model lacked
 
 
 def _predict(model: torch.nn.Module, x: torch.Tensor, device) -> torch.Tensor:
