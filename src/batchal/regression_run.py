@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from batchal.acquire import SEED_EVALUATE, SEED_TRAIN, acquire, round_seed
-from batchal.acquisition.registry import get_strategy, strategies
+from batchal.acquisition.registry import get_strategy, strategies_for
 from batchal.bayesian.dropout import ConsistentMCDropout, mc_dropout
 from batchal.run_files import RunFileError, append_row, atomic_write, read_config, read_results, regression_row_checker
 
@@ -63,7 +63,7 @@ class RegressionConfig:
     def __post_init__(self):
         if self.dataset not in REGRESSION_DATASETS:
             raise ValueError(f"a regression data set is one of {', '.join(REGRESSION_DATASETS)}; got {self.dataset!r}")
-        allowed = ["random"] + strategies("regression")
+        allowed = strategies_for("regression")
         if self.strategy not in allowed:
             raise ValueError(f"strategy for a regression data set must be one of {', '.join(allowed)}; got {self.strategy!r}")
         for name in ("acquisition_size", "initial_size", "budget", "mc_samples", "hidden", "steps"):

@@ -175,6 +175,16 @@ def strategies(kind: Optional[str] = None) -> list[str]:
     return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
 
 
+#: The strategy a loop uses when none is named, per label kind.
+DEFAULT_STRATEGY = {"classification": "batchbald", "regression": "regression_batchbald"}
+
+
+def strategies_for(kind: str) -> list[str]:
+    """The strategies a loop of this label kind can run: the kind's own, and those that need
+    nothing of the model (``random``), which serve every kind."""
+    return strategies(kind) + [name for name, spec in _REGISTRY.items() if spec.needs_pool_only and spec.kind != kind]
+
+
 def get_strategy(name: str) -> Strategy:
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"strategy must be one of {', '.join(_REGISTRY)}; got {name!r}")

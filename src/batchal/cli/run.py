@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from batchal.acquisition.registry import strategies
+from batchal.acquisition.registry import DEFAULT_STRATEGY, strategies
 from batchal.cli.options import split_list
 from batchal.cli.progress import Bars, results_table
 from batchal.data.datasets import dataset_names, load_dataset
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from batchal.regression_run import REGRESSION_DATASETS, run_from_cli
 
     regression = settings.get("dataset") in REGRESSION_DATASETS
-    names = settings.pop("strategies", ["regression_batchbald" if regression else "batchbald"])
+    names = settings.pop("strategies", [DEFAULT_STRATEGY["regression" if regression else "classification"]])
     seeds = settings.pop("seeds", [0])
     out = Path(settings.pop("out", "runs"))
     thresholds = settings.pop("thresholds", [0.8, 0.9])

@@ -32,7 +32,7 @@ import torch
 from batchal.acquisition.coreset import k_center_greedy
 from batchal.acquisition.scores import predictive_probs
 from batchal.acquire import ModelPredictions, acquire, candidates_of
-from batchal.acquisition.registry import strategies
+from batchal.acquisition.registry import get_strategy, strategies
 from batchal.bayesian.predict import predict_log_probs
 from batchal.data.files import DataError
 from batchal.data.images import IMAGE_SUFFIXES, channel_stats, load_image
@@ -546,6 +546,8 @@ class Project:
             "agreement": quality.agreement(self.store.annotator_labels()),
             "timings": self.timings,
             "model_labels": self.model_labels,
+            # The strategy's registry record says what a card's score is: BatchBALD's cards show each pick's own gain.
+            "score_is_gain": get_strategy(self.meta["strategy"]).running_total,
             "training": self.background is not None and self.background.busy,
         }
 
