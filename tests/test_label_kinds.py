@@ -312,7 +312,7 @@ def test_batchal_run_on_a_regression_data_set_resumes_identically(tmp_path, caps
     with pytest.raises(ValueError, match="budget differ"):
         run_regression(RegressionConfig(dataset="diabetes", strategy="regression_batchbald", budget=50), run_dir)
     assert main(["run", "--dataset", "diabetes", "--strategy", "batchbald", "--out", str(tmp_path / "r2")]) == 2
-    assert "must be one of random, regression_bald" in capsys.readouterr().err
+    assert "must be one of regression_bald, regression_batchbald, regression_maxdet, random" in capsys.readouterr().err
 
 
 def test_multilabel_batchbald_prefilter_and_memory_guard():
