@@ -106,7 +106,7 @@ def service_side(folder: Path, truth: dict[str, int], seed: int, delay: float) -
         out = {"accuracy": {}, "waits": [], "model_labels": []}
         start = time.perf_counter()
 
-        def evaluate(count):
+        def measure(count):
             labels = project.store.current_labels()
             ids, x = project.features()
             _, _, train_ids = project._training_split(labels, {item: n for n, item in enumerate(ids)})
@@ -131,7 +131,7 @@ def service_side(folder: Path, truth: dict[str, int], seed: int, delay: float) -
                 project.add_label(item, str(truth[name_of[item]]))
                 given = len(project.store.current_labels())
                 if given in COUNTS:
-                    evaluate(given)
+                    measure(given)
                 if given >= max(COUNTS):
                     break
             ask = time.perf_counter()

@@ -43,6 +43,9 @@ def make_project(tmp_path, count=60, batch_size=5):
     return tmp_path / "proj", truth
 
 
+CREDENTIALS = ("batchal", "backend-secret-1")
+
+
 def annotation(label, annotation_id=1, user=7, from_name="label", cancelled=False):
     return {"id": annotation_id, "completed_by": user, "was_cancelled": cancelled,
             "result": [] if cancelled else [{"from_name": from_name, "to_name": "image", "type": "choices", "value": {"choices": [label]}}]}
@@ -53,7 +56,8 @@ def backend(tmp_path):
     project_dir, truth = make_project(tmp_path)
     project = Project(project_dir, train_config=FAST)
     be = Backend(project)
-    client = TestClient(create_app(be))
+    client = TestClient(create_app(be, CREDENTIALS))
+    client.auth = CREDENTIALS
     client.truth, client.be = truth, be
     client.tasks = [dict(t, id=n + 1) for n, t in enumerate(tasks_for(project))]
     assert client.post("/setup", json={"project": "1.1", "schema": label_config(CLASSES)}).status_code == 200
@@ -188,6 +192,7 @@ def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annot
     logs = open(tmp_path / "servers.log", "w")
     cli = [sys.executable, "-m", "batchal.cli"]
     backend = subprocess.Popen(cli + ["label-studio", "serve", str(project_dir), "--port", str(be_port), "--epoch-samples", "128", "--max-epochs", "2",
+                                      "--basic-auth-user", CREDENTIALS[0], "--basic-auth-pass", CREDENTIALS[1],
                                       "--label-studio-url", f"http://127.0.0.1:{ls_port}", "--api-key", TOKEN], env=env, stdout=logs, stderr=logs)
     ls = subprocess.Popen([LABEL_STUDIO, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(ls_port),
                            "--data-dir", str(tmp_path / "ls"), "--username", "tester@example.com", "--password", "batchal-test-pw",
@@ -202,7 +207,8 @@ def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annot
         project = call(f"{api}/projects", "POST", {"title": "batchal test", "label_config": config})
         pid = project["id"]
         call(f"{api}/projects/{pid}/import", "POST", json.loads(tasks_file.read_text()))
-        ml = call(f"{api}/ml", "POST", {"url": f"http://127.0.0.1:{be_port}", "project": pid, "title": "batchal"})
+        ml = call(f"{api}/ml", "POST", {"url": f"http://127.0.0.1:{be_port}", "project": pid, "title": "batchal",
+                                        "auth_method": "BASIC_AUTH", "basic_auth_user": CREDENTIALS[0], "basic_auth_pass": CREDENTIALS[1]})
         assert ml["state"] == "CO", ml  # Label Studio's health check and /setup passed
         task_of_path = {}
         page = 1

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import torch
 
@@ -322,11 +322,9 @@ def run_experiment(config: ExperimentConfig, run_dir: os.PathLike, *, data: Opti
         return _run_experiment(config, run_dir, data, progress)
 
 
-def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Dataset], progress: Optional[Progress]) -> list[dict]:
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std,
-                            label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
-    config = config.resolved(data)
+def _open_run(config: ExperimentConfig, run_dir: Path, data: Dataset) -> tuple[list[dict], "Splits"]:
+    """The run folder's rows so far, checked against this configuration (written, or checked
+    against the one there), and the run's splits. A grown budget reopens a finished run."""
     results_path = run_dir / "results.jsonl"
     if is_user_dataset(config.dataset) and config.dataset not in dataset_names():
         _check_fingerprint(run_dir, fingerprint(data))
@@ -339,6 +337,86 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         # The budget grew: the final round is run again, now acquiring, and the run goes on.
         rows.pop()
         atomic_write(results_path, b"".join((json.dumps(row) + "\n").encode() for row in rows))
+    return rows, splits
+
+
+def _stop_set(rule, data: Dataset, splits: "Splits", config: ExperimentConfig) -> Optional[torch.Tensor]:
+    """Stabilizing predictions' fixed stop set: inputs unlabelled at the start (Bloodgood & Vijay-Shanker 2009)."""
+    if not isinstance(rule, StabilizingPredictions):
+        return None
+    start_pool = torch.tensor(sorted(set(range(len(data.train_y))) - set(splits.initial.tolist()) - set(splits.validation.tolist())))
+    g_stop = torch.Generator().manual_seed(_round_seed(config.seed, 0, 8))
+    return data.train_x[start_pool[torch.randperm(len(start_pool), generator=g_stop)[: rule.stop_set_size]]]
+
+
+def _train_round(config: ExperimentConfig, data: Dataset, labelled: list[int], val_x, val_y, round_: int, device,
+                 progress: Optional[Progress]) -> tuple[list, list]:
+    """The round's posterior: one model (MC dropout) or ``members`` (an ensemble), trained on the labelled set."""
+    labelled_t = torch.tensor(labelled, dtype=torch.long)
+    histories: list = []
+
+    def fit(model, generator):
+        if labelled:
+            histories.append(train_model(model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
+                                         generator=generator, device=device, on_epoch=progress.epoch_done if progress else None))
+
+    if config.posterior == "ensemble":
+        models = train_ensemble(lambda: build_model(config.model, data.input_shape, data.num_classes).to(device),
+                                config.members, fit, seed=_round_seed(config.seed, round_, 1))
+    else:
+        torch.manual_seed(_round_seed(config.seed, round_, 1))
+        models = [build_model(config.model, data.input_shape, data.num_classes).to(device)]
+        fit(models[0], torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)))
+    return models, histories
+
+
+def _evaluate_round(models: list, data: Dataset, config: ExperimentConfig, round_: int, device) -> dict:
+    if config.posterior == "ensemble":
+        return metrics_of(ensemble_log_probs(models, data.test_x, config.eval_batch_size, device=device), data.test_y)
+    return evaluate(models[0], data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
+                    seed=_round_seed(config.seed, round_, 3), device=device)
+
+
+def _acquire_round(config: ExperimentConfig, data: Dataset, models: list, rows: list[dict], pool: torch.Tensor, labelled: list[int],
+                   round_: int, device) -> tuple[dict, dict]:
+    """The round's acquisition through batchal.acquire: what the row records of it."""
+    spec = get_strategy(config.strategy)
+    model = models[0]
+    batch_size = min(config.acquisition_size, config.budget - len(labelled), len(pool))
+    protocol = {"num_samples": config.num_samples, "prefilter": config.prefilter}
+    # A stateful strategy (ALBL): its state lives in the rows.
+    options = _albl_options(rows, model, data, config) if spec.stateful else None
+    acquisition = acquire(config.strategy, ModelPredictions(models, data.train_x, batch_size=config.eval_batch_size, device=device),
+                          pool.tolist(), batch_size, labelled=labelled, seed=config.seed, round_=round_,
+                          mc_samples=config.mc_samples, subsample=config.pool_subsample,
+                          group_size=_group_size(config, data), options=options, protocol=protocol, device=device)
+    selection = acquisition.selection
+    acquired = acquisition.picked  # dataset indices, mapped back from the candidates by the seam
+    out: dict[str, Any] = {}
+    try:
+        emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
+        out["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
+    except FeatureLayerError:  # a user model without a last linear layer on its output path
+        out["batch_diagnostics"] = None
+    if "state" in selection.info:
+        out["strategy_state"] = {**selection.info["state"], "queried": _albl_queried(rows) + [
+            [i, q] for i, q in zip(acquired, selection.scores.tolist())]}
+    out.update({
+        "acquired": acquired,
+        **({"acquired_ids": [data.train_ids[i] for i in acquired]} if data.train_ids is not None else {}),
+        "acquired_labels": data.train_y[acquired].tolist(),
+        "scores": selection.scores.tolist(),
+    })
+    return out, acquisition.seconds
+
+
+def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Dataset], progress: Optional[Progress]) -> list[dict]:
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std,
+                            label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
+    config = config.resolved(data)
+    results_path = run_dir / "results.jsonl"
+    rows, splits = _open_run(config, run_dir, data)
     if rows and "stop_reason" in rows[-1]:
         return rows
     if progress and rows and hasattr(progress, "resumed"):
@@ -347,44 +425,18 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
     unavailable = set(labelled) | set(splits.validation.tolist())
     pool = torch.tensor([i for i in range(len(data.train_y)) if i not in unavailable], dtype=torch.long)
     device = torch.device(config.device)
-    spec = get_strategy(config.strategy)
     val_x, val_y = data.train_x[splits.validation], data.train_y[splits.validation]
     rule = parse_stop(config.stop)
-    stop_x = None
-    if isinstance(rule, StabilizingPredictions):
-        # A fixed stop set of inputs unlabelled at the start (Bloodgood & Vijay-Shanker 2009).
-        start_pool = torch.tensor(sorted(set(range(len(data.train_y))) - set(splits.initial.tolist()) - set(splits.validation.tolist())))
-        g_stop = torch.Generator().manual_seed(_round_seed(config.seed, 0, 8))
-        stop_x = data.train_x[start_pool[torch.randperm(len(start_pool), generator=g_stop)[: rule.stop_set_size]]]
+    stop_x = _stop_set(rule, data, splits, config)
 
     for round_ in range(len(rows), 10**9):
         if progress:
             progress.round_started(round_, len(labelled))
         start = time.perf_counter()
-        labelled_t = torch.tensor(labelled, dtype=torch.long)
-
-        histories = []
-
-        def fit(model, generator):
-            if labelled:
-                histories.append(train_model(model, data.train_x[labelled_t], data.train_y[labelled_t], val_x, val_y, config.train,
-                                             generator=generator, device=device, on_epoch=progress.epoch_done if progress else None))
-
-        if config.posterior == "ensemble":
-            models = train_ensemble(lambda: build_model(config.model, data.input_shape, data.num_classes).to(device),
-                                    config.members, fit, seed=_round_seed(config.seed, round_, 1))
-        else:
-            torch.manual_seed(_round_seed(config.seed, round_, 1))
-            models = [build_model(config.model, data.input_shape, data.num_classes).to(device)]
-            fit(models[0], torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)))
-        model = models[0]
+        models, histories = _train_round(config, data, labelled, val_x, val_y, round_, device, progress)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        if config.posterior == "ensemble":
-            metrics = metrics_of(ensemble_log_probs(models, data.test_x, config.eval_batch_size, device=device), data.test_y)
-        else:
-            metrics = evaluate(model, data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
-                               seed=_round_seed(config.seed, round_, 3), device=device)
+        metrics = _evaluate_round(models, data, config, round_, device)
         evaluate_seconds = time.perf_counter() - start
         row = {
             "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],
@@ -406,34 +458,11 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         elif rule_stop is not None:
             stop = rule_stop
         if stop is None:
-            batch_size = min(config.acquisition_size, config.budget - len(labelled), len(pool))
-            protocol = {"num_samples": config.num_samples, "prefilter": config.prefilter}
-            # A stateful strategy (ALBL): its state lives in the rows.
-            options = _albl_options(rows, model, data, config) if spec.stateful else None
-            acquisition = acquire(config.strategy, ModelPredictions(models, data.train_x, batch_size=config.eval_batch_size, device=device),
-                                  pool.tolist(), batch_size, labelled=labelled, seed=config.seed, round_=round_,
-                                  mc_samples=config.mc_samples, subsample=config.pool_subsample,
-                                  group_size=_group_size(config, data), options=options, protocol=protocol, device=device)
-            selection = acquisition.selection
-            score_seconds, select_seconds = acquisition.seconds["score"], acquisition.seconds["select"]
-            acquired = acquisition.picked  # dataset indices, mapped back from the candidates by the seam
-            try:
-                emb_b_D, log_probs_b_1_C = predict_embeddings(model, data.train_x[acquired], config.eval_batch_size, device=config.device)
-                row["batch_diagnostics"] = batch_diagnostics(log_probs_b_1_C, emb_b_D)
-            except FeatureLayerError:  # a user model without a last linear layer on its output path
-                row["batch_diagnostics"] = None
-            if "state" in selection.info:
-                row["strategy_state"] = {**selection.info["state"], "queried": _albl_queried(rows) + [
-                    [i, q] for i, q in zip(acquired, selection.scores.tolist())]}
-            row.update({
-                "acquired": acquired,
-                **({"acquired_ids": [data.train_ids[i] for i in acquired]} if data.train_ids is not None else {}),
-                "acquired_labels": data.train_y[acquired].tolist(),
-                "scores": selection.scores.tolist(),
-                "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": score_seconds, "select": select_seconds},
-            })
-            labelled.extend(acquired)
-            acquired_set = set(acquired)
+            acquired_row, seconds = _acquire_round(config, data, models, rows, pool, labelled, round_, device)
+            row.update(acquired_row)
+            row["seconds"].update(seconds)
+            labelled.extend(row["acquired"])
+            acquired_set = set(row["acquired"])
             pool = pool[torch.tensor([i not in acquired_set for i in pool.tolist()], dtype=torch.bool)]
         else:
             row["stop_reason"] = stop

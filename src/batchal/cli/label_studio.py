@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -39,10 +41,13 @@ def add_parser(sub) -> None:
                             "the backend refreshes the ranking itself after every batch")
     serve.add_argument("--api-key", dest="api_key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
                        help="a Label Studio API key (Account & Settings; default $LABEL_STUDIO_API_KEY)")
+    serve.add_argument("--basic-auth-user", dest="basic_auth_user", default=os.environ.get("BASIC_AUTH_USER", "batchal"),
+                       help="the user Label Studio's model connection sends (Use Basic Auth; default $BASIC_AUTH_USER, else batchal)")
+    serve.add_argument("--basic-auth-pass", dest="basic_auth_pass", default=os.environ.get("BASIC_AUTH_PASS"),
+                       help="its password (default $BASIC_AUTH_PASS, else a fresh random one, printed)")
     serve.add_argument("--no-auto-next", dest="auto_next", action="store_false",
                        help="do not retrain when the batch is complete (Label Studio's Start Training does it)")
     serve.set_defaults(func=cmd_serve)
-
 
 
 def _project(path: str, **kwargs):
@@ -55,11 +60,12 @@ def _project(path: str, **kwargs):
     return Project(path, **kwargs)
 
 
-
 def cmd_config(args: argparse.Namespace) -> int:
     print(label_config(_project(args.project).classes), end="")
+    print("Connect the model with basic auth (Use Basic Auth: the user and password `batchal label-studio serve` prints, or "
+          "$BASIC_AUTH_USER/$BASIC_AUTH_PASS); the project's webhook to the backend's /webhook must send the same "
+          "Authorization header (serve sets it itself when given --label-studio-url and --api-key)", file=sys.stderr)
     return 0
-
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -70,7 +76,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
-
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -85,14 +90,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.label_studio_url) != bool(args.api_key):
         raise ValueError("--label-studio-url and --api-key go together (or $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY)")
     client = LabelStudioClient(args.label_studio_url, args.api_key) if args.label_studio_url else None
-    backend = Backend(project, auto_next=args.auto_next, client=client)
+    password = args.basic_auth_pass or secrets.token_urlsafe(18)
+    header = "Basic " + base64.b64encode(f"{args.basic_auth_user}:{password}".encode()).decode()
+    backend = Backend(project, auto_next=args.auto_next, client=client, webhook_headers={"Authorization": header})
     print(f"batchal ML backend for Label Studio: {project.store.item_count()} items, classes {', '.join(project.classes)}, "
           f"strategy {project.meta['strategy']}", flush=True)
-    print(f"In Label Studio: Settings > Model > Connect model, URL http://{args.host}:{args.port} ; "
-          "then sort the Data Manager by prediction score, descending", flush=True)
+    print(f"In Label Studio: Settings > Model > Connect model, URL http://{args.host}:{args.port}, Use Basic Auth with user "
+          f"{args.basic_auth_user} and password {password} ; then sort the Data Manager by prediction score, descending", flush=True)
     if client is None:
         print("No --label-studio-url/--api-key: after each batch, run Retrieve Predictions on all tasks, then set the "
-              "project's model version to the backend's newest (Settings > Predictions)", flush=True)
-    uvicorn.run(create_app(backend), host=args.host, port=args.port, log_level="warning")
+              "project's model version to the backend's newest (Settings > Predictions); and give the project's webhook to "
+              f".../webhook the header Authorization: {header} (Settings > Webhooks), or annotations are refused", flush=True)
+    uvicorn.run(create_app(backend, (args.basic_auth_user, password)), host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -24,8 +24,12 @@ SETUP_SETTLE_SECONDS = 2.0
 class Backend:
     """The protocol's logic over a :class:`batchal.labelling.Project` (no web framework here)."""
 
-    def __init__(self, project, auto_next: bool = True, client: Optional[LabelStudioClient] = None):
+    def __init__(self, project, auto_next: bool = True, client: Optional[LabelStudioClient] = None,
+                 webhook_headers: Optional[dict[str, str]] = None):
+        """webhook_headers: what Label Studio's webhook to this backend must send (the basic auth
+        header): with a client, the backend sets them on the project's webhooks itself."""
         self.project = project
+        self.webhook_headers = webhook_headers
         self.auto_next = auto_next
         self.client = client
         self.ls_project: Optional[int] = None  # Label Studio's project id, from /setup
@@ -96,6 +100,8 @@ class Backend:
         with self._refreshing:
             version = self.model_version()
             try:
+                if self.webhook_headers:  # before the ranking: annotations then reach the backend authenticated
+                    self.client.secure_webhooks(self.ls_project, self.webhook_headers)
                 done = self.client.refresh_ranking(self.ls_project, version)
                 self.last_refresh = f"{version}: {done.get('detail', done) if isinstance(done, dict) else done}"
             except (OSError, ValueError, KeyError) as exc:  # Label Studio down or the key refused: shown by /health

@@ -37,3 +37,14 @@ class LabelStudioClient:
         self._call("PATCH", f"/api/projects/{project_id}", {"model_version": version})
         return done
 
+    def secure_webhooks(self, project_id: int, headers: dict[str, str]) -> int:
+        """Give the project's ML-backend webhooks (``.../webhook``, which Label Studio creates for a
+        connected model and sends without the connection's basic auth) ``headers``; returns how many
+        were changed."""
+        changed = 0
+        for hook in self._call("GET", f"/api/webhooks/?project={project_id}") or []:
+            url = str(hook.get("url", "")).rstrip("/")
+            if hook.get("project") == project_id and url.endswith("/webhook") and hook.get("headers") != headers:
+                self._call("PATCH", f"/api/webhooks/{hook['id']}/", {"headers": headers})
+                changed += 1
+        return changed
