@@ -61,8 +61,18 @@ MAX_ITEM_ID = 2**63 - 1
 
 
 def create_app(project: Project, token: str) -> FastAPI:
+    """The page and its API over ``project``; ``token``: the owner's access token."""
     app = FastAPI(title="batchal labelling", docs_url=None, redoc_url=None, openapi_url=None)
-    page = resources.files("batchal.labelling").joinpath("page.html").read_text()
+    guard(app, token_auth(project, token), MAX_BODY_BYTES)
+    _add_error_handlers(app)
+    _add_labelling_routes(app, project, resources.files("batchal.labelling").joinpath("page.html").read_text())
+    _add_project_routes(app, project)
+    return app
+
+
+def token_auth(project: Project, token: str):
+    """The page's credentials check: the owner's token or an annotator's personal one, as a Bearer
+    header or the cookie that ``GET /?token=TOKEN`` sets; the request's annotator goes to ``request.state``."""
 
     def identity(given: str) -> Optional[str]:
         """The annotator a token stands for: '' for the owner's, the name for a personal one, None: no access."""
@@ -81,13 +91,6 @@ def create_app(project: Project, token: str) -> FastAPI:
         request.state.annotator = who
         return who is not None
 
-    def annotator_of(request: Request, body_annotator=None) -> Optional[str]:
-        """The recorded annotator: the token's; the owner may name one (or stay anonymous: None)."""
-        who = getattr(request.state, "annotator", "")
-        if who:
-            return who
-        return body_annotator if body_annotator else None
-
     async def require_token(request: Request) -> Optional[Response]:
         if request.url.path == "/" and request.query_params.get("token"):
             if identity(request.query_params["token"]) is not None:
@@ -101,8 +104,18 @@ def create_app(project: Project, token: str) -> FastAPI:
             return error(401, "missing or wrong access token: send 'Authorization: Bearer TOKEN' or open /?token=TOKEN first")
         return None
 
-    guard(app, require_token, MAX_BODY_BYTES)
+    return require_token
 
+
+def _annotator_of(request: Request, body_annotator=None) -> Optional[str]:
+    """The recorded annotator: the token's; the owner may name one (or stay anonymous: None)."""
+    who = getattr(request.state, "annotator", "")
+    if who:
+        return who
+    return body_annotator if body_annotator else None
+
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
@@ -112,6 +125,10 @@ def create_app(project: Project, token: str) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return error(exc.status_code, str(exc.detail))
 
+
+
+def _add_labelling_routes(app: FastAPI, project: Project, page: str) -> None:
+    """The page, the batch, labels, flags, undo and review."""
     @app.get("/", response_class=HTMLResponse)
     async def index():
         return HTMLResponse(page)
@@ -147,7 +164,7 @@ def create_app(project: Project, token: str) -> FastAPI:
 
     @app.post("/api/undo")
     def post_undo(request: Request):
-        undone = project.undo(annotator_of(request))
+        undone = project.undo(_annotator_of(request))
         if undone is None:
             return error(409, "nothing to undo")
         return {"ok": True, **undone}
@@ -161,7 +178,7 @@ def create_app(project: Project, token: str) -> FastAPI:
         if isinstance(item_id, bool) or not isinstance(item_id, int) or not 1 <= item_id <= MAX_ITEM_ID:
             return error(400, f"id must be an integer item id, got {str(item_id)[:40]!r}")
         try:
-            row = await run_in_threadpool(project.flag, item_id, body.get("kind"), body.get("note"), annotator_of(request))
+            row = await run_in_threadpool(project.flag, item_id, body.get("kind"), body.get("note"), _annotator_of(request))
         except KeyError as exc:
             return error(404, str(exc.args[0]))
         except ValueError as exc:
@@ -188,7 +205,7 @@ def create_app(project: Project, token: str) -> FastAPI:
             return error(400, "annotator must be a string of at most 100 characters")
         try:
             # The SQLite commit (fsync) runs in a worker thread, not on the event loop.
-            label_id = await run_in_threadpool(project.add_label, item_id, label, annotator_of(request, annotator),
+            label_id = await run_in_threadpool(project.add_label, item_id, label, _annotator_of(request, annotator),
                                                request.state.annotator == "")
         except KeyError as exc:
             return error(404, str(exc.args[0]))
@@ -198,6 +215,10 @@ def create_app(project: Project, token: str) -> FastAPI:
             return error(400, str(exc))
         return {"ok": True, "id": item_id, "label": label, "label_id": label_id}
 
+
+
+def _add_project_routes(app: FastAPI, project: Project) -> None:
+    """The next batch, the status and the images."""
     @app.post("/api/next", status_code=202)
     def post_next():
         return {"state": project.request_next()}
@@ -219,7 +240,6 @@ def create_app(project: Project, token: str) -> FastAPI:
         path = safe
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
-    return app
 
 
 async def _json_body(request: Request):
