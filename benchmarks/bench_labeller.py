@@ -10,8 +10,10 @@ labels, ``--delay`` seconds per label (a person's pace), its 2 random audit item
 included; its background trainer trains on the labels so far while the labeller works.
 
 At 100 and at 200 labels given (audit items counted: every label costs the same), the service's
-model is the one it trains on those labels (its protocol: audit items held out, early stopping
-on every 5th label) and is evaluated on the 2,000 test images; the runner's is its round at that
+model is the one it trains on those labels (its protocol: the epochs chosen by early stopping on
+every 5th label, then every label trained on for that many epochs; `label export --model-weights`
+gives it), and, beside it, the model that chooses its batches (the audit items held out for the
+accuracy estimate); they are evaluated on the 2,000 test images; the runner's is its round at that
 label count. Also recorded: how many labels the model that chose each batch was trained on, and
 "next" to batch ready.
 
@@ -103,17 +105,21 @@ def service_side(folder: Path, truth: dict[str, int], seed: int, delay: float) -
         project = Project(tmp / "proj", background=True)
         project.meta["seed"] = seed
         name_of = project.store.item_paths()
-        out = {"accuracy": {}, "waits": [], "model_labels": []}
+        out = {"accuracy": {}, "selection_accuracy": {}, "waits": [], "model_labels": []}
         start = time.perf_counter()
 
         def measure(count):
+            """The exported model (every label, what `label export --model-weights` gives) and the
+            model that chooses batches (the audit items held out for the accuracy estimate)."""
             labels = project.store.current_labels()
             ids, x = project.features()
             _, _, train_ids = project._training_split(labels, {item: n for n, item in enumerate(ids)})
-            model, _ = project._train_job((train_ids, labels))
-            # As the runner evaluates: the MC-dropout average of K = 20 samples.
-            out["accuracy"][count] = evaluate(model, test.test_x, test.test_y, 20, 512, seed=seed)["accuracy"]
-            print(f"  service seed {seed}: {count} labels ({len(train_ids)} trained on), test accuracy {out['accuracy'][count]:.4f}", flush=True)
+            for name, items in (("accuracy", sorted(labels)), ("selection_accuracy", train_ids)):
+                model, _ = project._train_job((items, labels))
+                # As the runner evaluates: the MC-dropout average of K = 20 samples.
+                out.setdefault(name, {})[count] = evaluate(model, test.test_x, test.test_y, 20, 512, seed=seed)["accuracy"]
+            print(f"  service seed {seed}: {count} labels, exported model {out['accuracy'][count]:.4f}; the selection model "
+                  f"({len(train_ids)} trained on) {out['selection_accuracy'][count]:.4f}", flush=True)
 
         project.train_in_background()
         ask = time.perf_counter()
@@ -185,7 +191,8 @@ def write_summary(parts: Path, seeds: list[int], args) -> None:
              f"(the service adds 2 random audit items per batch), {INITIAL} initial labels (the runner's, imported), K = 20",
              f"# command: python benchmarks/bench_labeller.py --seeds {args.seeds} --delay {args.delay}",
              f"# machine: {next(iter(found.values()))['machine'] if found else '?'}; load before each part in its row",
-             "", "| labels | seed | batchal run | service | service - run |", "|---|---|---|---|---|"]
+             "", "| labels | seed | batchal run | service (exported model) | service - run | the service's selection model |",
+             "|---|---|---|---|---|---|"]
     gaps = {c: [] for c in COUNTS}
     for c in COUNTS:
         for s in seeds:
@@ -194,7 +201,7 @@ def write_summary(parts: Path, seeds: list[int], args) -> None:
                 continue
             r, v = run["accuracy"][str(c)], service["accuracy"][str(c)]
             gaps[c].append(v - r)
-            lines.append(f"| {c} | {s} | {r:.4f} | {v:.4f} | {v - r:+.4f} |")
+            lines.append(f"| {c} | {s} | {r:.4f} | {v:.4f} | {v - r:+.4f} | {service['selection_accuracy'][str(c)]:.4f} |")
     lines.append("")
     for c in COUNTS:
         if gaps[c]:

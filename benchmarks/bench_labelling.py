@@ -1,12 +1,15 @@
 """The labelling service at real size: 20,000 images (Fashion-MNIST, a quarter of them enlarged to
-64x64 and a tenth saved as RGB), BatchBALD, the default model (mnist_cnn), on this machine.
+64x64 and a tenth saved as RGB), BatchBALD, the default model (mnist_cnn), batchal run's training
+protocol trained in the background as `batchal label serve` does, on this machine.
 
 Measures: `init` (decoding every image once, into the project's input cache); serve start
 (opening the project and loading its inputs, what `batchal label serve` does before it
 listens); "next" to the next batch ready, over several rounds of a simulated labeller; the
-label round trip (POST /api/labels on a real server) while the model retrains; peak memory.
+label round trip (POST /api/labels on a real server) while the model retrains; peak memory. The
+simulated labeller takes ``--delay`` seconds per label (a person's pace), during which the service
+trains on the labels so far; "next" is answered from the newest finished model.
 
-    python benchmarks/bench_labelling.py [--images 20000] [--rounds 4] [--out results/benchmarks/labelling.txt]
+    python benchmarks/bench_labelling.py [--images 20000] [--rounds 4] [--delay 1.5] [--out results/benchmarks/labelling.txt]
 
 Needs the reference data (fashion-mnist) and the label extra (fastapi, uvicorn, pillow, httpx).
 """
@@ -56,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--delay", type=float, default=1.5, help="seconds the simulated labeller takes per label")
     parser.add_argument("--data-dir", default=os.environ.get("BATCHAL_DATA", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "labelling.txt"))
     args = parser.parse_args()
@@ -69,8 +73,8 @@ def main() -> None:
     threads = use_threads()
     lines = [
         f"# The labelling service at real size: {args.images:,} Fashion-MNIST images (1 in 4 at 64x64, 1 in 10 RGB), "
-        "batchbald, b = 10 (+ 2 random items), mnist_cnn, K = 20",
-        f"# command: python benchmarks/bench_labelling.py --images {args.images} --rounds {args.rounds}",
+        "batchbald, b = 10 (+ 2 random items), mnist_cnn, K = 20, batchal run's training protocol in the background",
+        f"# command: python benchmarks/bench_labelling.py --images {args.images} --rounds {args.rounds} --delay {args.delay}",
         f"# machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, {threads} thread(s), "
         f"load before start: {os.getloadavg()[0]:.2f}",
         "",
@@ -85,7 +89,7 @@ def main() -> None:
         init_project(tmp / "proj", tmp / "images", [str(c) for c in range(10)], strategy="batchbald", batch_size=10, mc_samples=20)
         say(f"init (decode once, write the input cache): {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
-        project = Project(tmp / "proj")
+        project = Project(tmp / "proj", background=True)
         project.features()
         project.current_batch()
         serve_start = time.perf_counter() - start
@@ -101,6 +105,7 @@ def main() -> None:
         for round_ in range(args.rounds + 1):
             batch = client.get("/api/batch").json()["items"]
             for item in batch:
+                time.sleep(args.delay)
                 client.post("/api/labels", json={"id": item["id"], "label": truth[name_of[item["id"]]]})
             start = time.perf_counter()
             client.post("/api/next", json={})
@@ -118,7 +123,8 @@ def main() -> None:
             acc = status["accuracy"][-1] if status["accuracy"] else None
             shown = f"; estimate {acc['accuracy']:.2f} ({acc['low']:.2f}-{acc['high']:.2f}, n = {acc['held_out']})" if acc else ""
             parts = ", ".join(f"{k} {v:.1f} s" for k, v in status.get("timings", {}).items())
-            say(f"round {round_}: {status['labelled']} labels; 'next' to batch ready {wait:.1f} s ({parts}){shown}")
+            say(f"round {round_}: {status['labelled']} labels; 'next' to batch ready {wait:.1f} s ({parts}); chosen by the model "
+                f"of {status['model_labels']} training labels{shown}")
         server.should_exit = True
         say("")
         say(f"'next' to batch ready: median {statistics.median(waits):.1f} s, max {max(waits):.1f} s over {len(waits)} rounds (target < 10 s)")

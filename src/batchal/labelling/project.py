@@ -42,7 +42,7 @@ from batchal.labelling.background import BackgroundTrainer
 from batchal.labelling.store import UNLABELLED, Store
 from batchal.models import create_model, load_model, model_names
 from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
-from batchal.training import TrainConfig, train_model
+from batchal.training import TrainConfig, train_then_refit
 
 #: Every k-th training label (by a hash of its id) is the early-stopping split; audit items are never in it.
 EARLY_STOP_EVERY = 5
@@ -664,17 +664,17 @@ class Project:
         self.store.add_batch(strategy, [e[0] for e in entries], details=[e[1] for e in entries], audit=[e[2] for e in entries], **fields)
 
     def _train(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int]):
-        """A fresh model trained on ``train_ids``; early stopping on every EARLY_STOP_EVERY-th of them (by id)."""
+        """A fresh model trained on ``train_ids``: its epochs chosen by early stopping on every
+        EARLY_STOP_EVERY-th of them (by id), then trained on all of them for that many epochs
+        (``batchal.training.train_then_refit``: batchal run's protocol without a free validation set)."""
         stop_ids = [i for i in train_ids if (i * 2654435761) % 2**32 % EARLY_STOP_EVERY == 0] if len(train_ids) >= 10 else []
         stop_set = set(stop_ids)
         fit_ids = [i for i in train_ids if i not in stop_set]
         y_of = lambda items: torch.tensor([self.classes.index(labels[i]) for i in items], dtype=torch.long)
         x_of = lambda items: x[[position[i] for i in items]]
-        torch.manual_seed(len(labels))
-        model = self._new_model(tuple(x.shape[1:]))
-        train_model(model, x_of(fit_ids), y_of(fit_ids), x_of(stop_ids) if stop_ids else None,
-                    y_of(stop_ids) if stop_ids else None, self.train_config,
-                    generator=torch.Generator().manual_seed(len(labels)), device=self.device)
+        model = train_then_refit(lambda: self._new_model(tuple(x.shape[1:])), x_of(fit_ids), y_of(fit_ids),
+                                 x_of(stop_ids) if stop_ids else None, y_of(stop_ids) if stop_ids else None, self.train_config,
+                                 seed=len(labels), device=self.device)
         return model, x_of
 
     def _training_split(self, labels: dict[int, str], position: dict[int, int]) -> tuple[list[int], list[int], list[int]]:
