@@ -159,24 +159,46 @@ def test_albl_state_is_checked():
         batchal.select("albl", 2, log_probs_N_K_C=lp, embeddings_N_D=torch.randn(20, 4), state={"log_weights": [0.0]})
 
 
+def authors_checkpoints(initial, b, end_acc, rand):
+    """The loop of plot_matrix in JordanAsh/badge's scripts/agg_results.py, transcribed: n0, then
+    n0 + 2^(n-1) b while random's accuracy there is at most 99% of its final one."""
+    points, n = [initial], 1
+    while True:
+        samp = initial + 2 ** (n - 1) * b
+        if samp > max(rand):
+            break
+        if rand[samp] / end_acc > 0.99:
+            break
+        points.append(samp)
+        n += 1
+    return points
+
+
 def test_penalty_rule_on_a_hand_computed_case():
-    # b = 10, initial 100: checkpoints 100, 110, 120, 140 (random reaches 99% of its final 0.80 at 140).
+    # b = 10, initial 100: random passes 99% of its final 0.80 at 140 (0.795 > 0.792): the authors'
+    # code stops before it (100, 110, 120); the inclusive rule keeps it (a sensitivity row).
     counts = [100, 110, 120, 130, 140, 150, 160]
     rand = {c: a for c, a in zip(counts, [0.50, 0.60, 0.70, 0.75, 0.795, 0.80, 0.80])}
-    assert checkpoints(100, 10, counts, rand) == [100, 110, 120, 140]
+    assert checkpoints(100, 10, counts, rand) == authors_checkpoints(100, 10, 0.80, rand) == [100, 110, 120]
+    assert checkpoints(100, 10, counts, rand, rule="inclusive") == [100, 110, 120, 140]
+    # n0 stays a checkpoint even when random is already past 99% there (the code never tests it).
+    flat = {c: 0.80 for c in counts}
+    assert checkpoints(100, 10, counts, flat) == authors_checkpoints(100, 10, 0.80, flat) == [100]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        checkpoints(100, 10, counts, rand, rule="paper")
     curves = {
         "random": {s: dict(rand) for s in range(3)},
         "good": {s: {c: a + 0.05 + 0.001 * s for c, a in rand.items()} for s in range(3)},  # always ahead, seeds agree
         "noisy": {s: {c: a + (0.05 if s == 0 else -0.05) for c, a in rand.items()} for s in range(3)},  # no significant difference
     }
     names, P, points = setting_penalty(curves, 100, 10)
-    assert names == ["good", "noisy", "random"] and points == [100, 110, 120, 140]
+    assert names == ["good", "noisy", "random"] and points == [100, 110, 120]
     g, n, r = 0, 1, 2
     assert P[g, r] == pytest.approx(1.0) and P[g, n] == pytest.approx(0.0) and P[r, g] == 0 and P[n, r] == 0
     assert column_means(P)[r] == pytest.approx(1 / 3)  # random lost every checkpoint to one of three algorithms
     assert paired_winner([0.9, 0.8, 0.85], [0.5, 0.4, 0.45]) == "a" and paired_winner([0.5, 0.6], [0.6, 0.5]) is None
     errors = normalised_errors(curves, points)
-    assert errors["random"] == [(1.0, 0.25)] * 4
+    assert errors["random"] == [(1.0, pytest.approx(1 / 3))] * 3
     assert weighted_cdf(errors["random"], np.array([0.99, 1.0])).tolist() == [0.0, 1.0]
 
 
@@ -190,8 +212,8 @@ def test_holm_correction_of_the_penalty_matrix():
     # random by a small, noisy margin (p = 0.035 at each checkpoint), which Holm's correction over
     # the setting's 9 tests does not keep (0.035 x 3 at best);
     # "clear" wins by a constant margin (p = 0), which survives.
-    counts = [100, 110, 120]
-    rand = {100: 0.5, 110: 0.6, 120: 0.7}
+    counts = [100, 110, 120, 140]
+    rand = {100: 0.5, 110: 0.6, 120: 0.65, 140: 0.7}  # 140 is random's final count: never a checkpoint (authors' rule)
     curves = {
         "random": {s: dict(rand) for s in range(3)},
         "clear": {s: {c: a + 0.1 for c, a in rand.items()} for s in range(3)},
@@ -200,7 +222,7 @@ def test_holm_correction_of_the_penalty_matrix():
     names, P, points = setting_penalty(curves, 100, 10)
     names_h, P_h, points_h = setting_penalty(curves, 100, 10, correction="holm")
     c, r, sl = names.index("clear"), names.index("random"), names.index("slight")
-    assert points == points_h == counts
+    assert points == points_h == counts[:3]
     assert P[sl, r] == pytest.approx(1.0) and P_h[sl, r] == 0.0
     assert P_h[c, r] == pytest.approx(1.0) and P_h[c, sl] == pytest.approx(1.0)
     assert (P_h <= P + 1e-12).all()

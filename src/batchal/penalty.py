@@ -2,9 +2,13 @@
 scripts/agg_results.py; REFERENCE.md section 4b).
 
 Checkpoints of a setting (initial size n0, batch size b): n0, n0 + b, n0 + 2b, n0 + 4b, ...
-(doubling), up to the first one where random's mean accuracy exceeds 99% of its final
-accuracy (its mean at the last label count all algorithms share), and only counts every
-algorithm reached. At each checkpoint and for each pair (i, j), a two-sided one-sample t-test
+(doubling), stopping before the first one where random's mean accuracy exceeds 99% of its
+final accuracy (its mean at the last label count all algorithms share), and only counts every
+algorithm reached. That is the authors' rule: in ``plot_matrix`` and ``plot_cdfs`` of
+JordanAsh/badge's scripts/agg_results.py the loop computes the next count's random accuracy and
+breaks *before* appending it (``if acc / endAcc > stopFrac: break; checkpoints.append(samp)``),
+and n0 is always a checkpoint. ``rule="inclusive"`` (batchal's rule before session 11, and the
+paper's prose "up to the first budget where ...") also keeps that first count: a sensitivity row. At each checkpoint and for each pair (i, j), a two-sided one-sample t-test
 on the paired accuracy differences over the repeats both ran; p < 0.05 adds 1 / (number of
 checkpoints of the setting) to P[winner, loser]. Column means divide the column sums by the
 number of algorithms (diagonal included): lower is better. The normalised error of an
@@ -22,9 +26,17 @@ import numpy as np
 from batchal.significance import holm_adjusted, paired_p
 
 
-def checkpoints(initial: int, b: int, counts: list[int], random_mean: dict[int, float]) -> list[int]:
+#: The checkpoint rules: the authors' code's (the default) and the inclusive one (a sensitivity row).
+RULES = ("authors", "inclusive")
+
+
+def checkpoints(initial: int, b: int, counts: list[int], random_mean: dict[int, float], rule: str = "authors") -> list[int]:
     """The setting's checkpoints (see the module docstring); ``counts``: label counts every
-    algorithm reached; ``random_mean``: random's mean accuracy at each count."""
+    algorithm reached; ``random_mean``: random's mean accuracy at each count; ``rule``: "authors"
+    (stop before the first count past 99% of random's final accuracy; the first count n0 always
+    stays) or "inclusive" (that count is the last checkpoint)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     if not counts:
         return []
     final = random_mean[max(counts)]
@@ -34,8 +46,11 @@ def checkpoints(initial: int, b: int, counts: list[int], random_mean: dict[int, 
         if c > max(counts):
             break
         if c in counts:
+            past = random_mean.get(c, -math.inf) > 0.99 * final
+            if past and rule == "authors" and k > 0:
+                break
             out.append(c)
-            if random_mean.get(c, -math.inf) > 0.99 * final:
+            if past and rule == "inclusive":
                 break
         k += 1
     return out
@@ -51,7 +66,7 @@ def paired_winner(acc_a: np.ndarray, acc_b: np.ndarray, alpha: float = 0.05) -> 
 
 
 def setting_tests(curves: dict[str, dict[int, dict[int, float]]], initial: int, b: int,
-                  baseline: str = "random") -> tuple[list[str], list[int], list[tuple[int, int, int, float, float]]]:
+                  baseline: str = "random", rule: str = "authors") -> tuple[list[str], list[int], list[tuple[int, int, int, float, float]]]:
     """A setting's paired tests: (algorithms, checkpoints, [(checkpoint, i, j, p, mean of
     accuracy i - accuracy j)]) for every checkpoint and pair i < j, over the repeats both ran.
     ``curves[algorithm][seed][count]`` = test accuracy."""
@@ -60,7 +75,7 @@ def setting_tests(curves: dict[str, dict[int, dict[int, float]]], initial: int, 
         return names, [], []
     counts = sorted(set.intersection(*[set(c) for runs in curves.values() for c in runs.values()]))
     random_mean = {c: float(np.mean([run[c] for run in curves[baseline].values()])) for c in counts}
-    points = checkpoints(initial, b, counts, random_mean)
+    points = checkpoints(initial, b, counts, random_mean, rule)
     tests = []
     for c in points:
         for i, a in enumerate(names):
@@ -73,12 +88,12 @@ def setting_tests(curves: dict[str, dict[int, dict[int, float]]], initial: int, 
 
 def setting_penalty(curves: dict[str, dict[int, dict[int, float]]], initial: int, b: int,
                     baseline: str = "random", correction: Optional[str] = None,
-                    alpha: float = 0.05) -> tuple[list[str], np.ndarray, list[int]]:
+                    alpha: float = 0.05, rule: str = "authors") -> tuple[list[str], np.ndarray, list[int]]:
     """One setting's penalty matrix (the module docstring's rule; ``correction``: None, the
     paper's, or "holm"). Returns (algorithms, P, checkpoints)."""
     if correction not in (None, "holm"):
         raise ValueError(f"correction must be None or 'holm'; got {correction!r}")
-    names, points, tests = setting_tests(curves, initial, b, baseline)
+    names, points, tests = setting_tests(curves, initial, b, baseline, rule)
     P = np.zeros((len(names), len(names)))
     ps = [t[3] for t in tests]
     if correction == "holm":
