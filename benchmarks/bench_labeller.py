@@ -4,7 +4,8 @@ service against `batchal run` on the same pool, strategy and batch size.
 The pool: 3,000 MNIST training images written as PNG files (train/<class>/NNNNN.png) and 2,000
 MNIST test images (test/<class>/), one folder both sides read. `batchal run` runs on the folder
 (``--dataset FOLDER``: its protocol, with a validation set of 300 of the 3,000 for early
-stopping). The service (``Project(background=True)``, as `batchal label serve` opens it) starts
+stopping: labels the simulation has for free), and again with no validation set
+(``validation_size 0``: no label beyond the count, every one of the protocol's 30 epochs). The service (``Project(background=True)``, as `batchal label serve` opens it) starts
 from the runner's 20 initial labels (imported) and is labelled batch by batch with the true
 labels, ``--delay`` seconds per label (a person's pace), its 2 random audit items per batch
 included; its background trainer trains on the labels so far while the labeller works.
@@ -65,11 +66,13 @@ def write_pool(folder: Path, data_dir: Path) -> dict[str, int]:
     return truth
 
 
-def run_side(folder: Path, seed: int) -> dict:
+def run_side(folder: Path, seed: int, validation: bool = True) -> dict:
+    """batchal run on the folder; without ``validation`` (validation_size 0: no free labels to stop
+    on, every epoch of the protocol trained), the reference that spends no label beyond the count."""
     from batchal.experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig(dataset=str(folder), strategy="batchbald", seed=seed, acquisition_size=B, initial_size=INITIAL,
-                              budget=max(COUNTS), mc_samples=20)
+                              budget=max(COUNTS), mc_samples=20, **({} if validation else {"validation_size": 0}))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         rows = run_experiment(config, Path(tmp) / "run")
@@ -153,7 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--delay", type=float, default=1.5, help="seconds the simulated labeller takes per label")
-    parser.add_argument("--sides", default="service,run")
+    parser.add_argument("--sides", default="service,run,run-noval")
     parser.add_argument("--data-dir", default=os.environ.get("BATCHAL_DATA", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "labeller.txt"))
     args = parser.parse_args()
@@ -175,7 +178,8 @@ def main() -> int:
                     continue
                 load = os.getloadavg()[0]
                 print(f"{side} seed {seed} (load {load:.2f})", flush=True)
-                result = service_side(folder, truth, seed, args.delay) if side == "service" else run_side(folder, seed)
+                result = (service_side(folder, truth, seed, args.delay) if side == "service"
+                          else run_side(folder, seed, validation=side == "run"))
                 result.update({"load_before": load, "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
                                f"torch {torch.__version__}, {threads} thread(s) per process"})
                 part.write_text(json.dumps(result))
@@ -185,14 +189,14 @@ def main() -> int:
 
 def write_summary(parts: Path, seeds: list[int], args) -> None:
     found = {(side, s): json.loads((parts / f"{side}-seed{s}.json").read_text())
-             for side in ("service", "run") for s in seeds if (parts / f"{side}-seed{s}.json").exists()}
+             for side in ("service", "run", "run-noval") for s in seeds if (parts / f"{side}-seed{s}.json").exists()}
     lines = [f"# The labeller gets the runner's model: the labelling service (simulated labeller, {args.delay} s per label, "
              f"true labels) against batchal run, {TRAIN:,} MNIST training PNGs, {TEST:,} test PNGs, batchbald, b = {B} "
              f"(the service adds 2 random audit items per batch), {INITIAL} initial labels (the runner's, imported), K = 20",
              f"# command: python benchmarks/bench_labeller.py --seeds {args.seeds} --delay {args.delay}",
              f"# machine: {next(iter(found.values()))['machine'] if found else '?'}; load before each part in its row",
-             "", "| labels | seed | batchal run | service (exported model) | service - run | the service's selection model |",
-             "|---|---|---|---|---|---|"]
+             "", "| labels | seed | batchal run | service (exported model) | service - run | the service's selection model "
+             "| batchal run, no validation set |", "|---|---|---|---|---|---|---|"]
     gaps = {c: [] for c in COUNTS}
     for c in COUNTS:
         for s in seeds:
@@ -201,7 +205,9 @@ def write_summary(parts: Path, seeds: list[int], args) -> None:
                 continue
             r, v = run["accuracy"][str(c)], service["accuracy"][str(c)]
             gaps[c].append(v - r)
-            lines.append(f"| {c} | {s} | {r:.4f} | {v:.4f} | {v - r:+.4f} | {service['selection_accuracy'][str(c)]:.4f} |")
+            noval = found.get(("run-noval", s))
+            lines.append(f"| {c} | {s} | {r:.4f} | {v:.4f} | {v - r:+.4f} | {service['selection_accuracy'][str(c)]:.4f} | "
+                         + (f"{noval['accuracy'][str(c)]:.4f} |" if noval else "- |"))
     lines.append("")
     for c in COUNTS:
         if gaps[c]:

@@ -72,3 +72,17 @@ def test_the_next_batch_comes_from_the_newest_finished_model_at_once(tmp_path, m
     project.request_next()
     project.wait(60)
     assert project.model_labels > before  # the labels the stale model lacked are trained on now
+
+
+def test_next_waits_a_bounded_time_for_the_training_under_way():
+    import time
+
+    gate = threading.Event()
+    trainer = BackgroundTrainer(lambda job: (gate.wait(10), job)[1])
+    trainer.offer("old", "old model")
+    trainer.request("new", "new model")
+    start = time.perf_counter()
+    assert trainer.wait_for_running(0.3) == ("old", "old model")  # not done in time: the newest finished one
+    assert 0.25 < time.perf_counter() - start < 5
+    threading.Timer(0.1, gate.set).start()
+    assert trainer.wait_for_running(5) == ("new", "new model")  # done in time: the fresher one

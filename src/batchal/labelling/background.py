@@ -5,8 +5,9 @@ training in the background, not by training less.
 Each time the labels change, :class:`BackgroundTrainer` is asked for a model of the new labels;
 it trains one model at a time, always on the newest labels asked for (requests that arrive
 while it trains are merged into one), and keeps the newest finished model. When the person asks
-for the next batch, the service selects with the model of the current labels if it is ready,
-else with the newest finished one (trained on fewer labels; the status says how many), so the
+for the next batch, the service selects with the model of the current labels if it is ready;
+else it gives the training under way a few seconds of the latency budget to finish, and then
+takes the newest finished model (trained on fewer labels; the status says how many), so the
 next batch never waits for a full training.
 """
 
@@ -74,6 +75,15 @@ class BackgroundTrainer:
         """A result trained elsewhere (in the foreground) becomes the newest."""
         with self._lock:
             self._newest = (key, result)
+
+    def wait_for_running(self, timeout: float) -> Optional[tuple[Hashable, Any]]:
+        """Wait up to ``timeout`` seconds for the training under way (if any) to finish; then the
+        newest finished (key, result). A fresher model when it comes in time, never a longer wait."""
+        with self._lock:
+            running = self._running
+            if running is not None:
+                self._lock.wait_for(lambda: self._running != running, timeout)
+            return self._newest
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is training or wanted; True when idle."""

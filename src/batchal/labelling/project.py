@@ -46,6 +46,9 @@ from batchal.training import TrainConfig, train_then_refit
 
 #: Every k-th training label (by a hash of its id) is the early-stopping split; audit items are never in it.
 EARLY_STOP_EVERY = 5
+#: With background training, how long "next" waits for a training under way before it selects
+#: with the newest finished model.
+FRESH_WAIT_SECONDS = 5.0
 #: Pool items scored per round (a random subset when the pool is larger): the batch in seconds on
 #: 20,000 images. Scoring is the round's largest cost (K forward passes per item): on 2 cores, 1,000
 #: candidates with the default CNN and K = 20 take about 4 s (results/benchmarks/labelling.txt).
@@ -367,6 +370,8 @@ class Project:
         # without progress): the labeller gets the model the papers' reproductions get.
         self.train_config = train_config or TrainConfig()
         self.background = BackgroundTrainer(self._train_job) if background else None
+        #: Seconds "next" may wait for the training under way (the rest of the 10 s budget is scoring and selection).
+        self.fresh_wait = FRESH_WAIT_SECONDS
         self.model_labels: Optional[int] = None  # training labels of the model that chose the current batch (this session)
         self._features: Optional[torch.Tensor] = None
         self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
@@ -717,7 +722,8 @@ class Project:
             if ready is not None:
                 return ready
             newest = self.background.newest()
-            if newest is not None:
+            if newest is not None:  # a training under way may end within the latency budget: a fresher model
+                newest = self.background.wait_for_running(self.fresh_wait)
                 self.background.request(key, (train_ids, dict(labels)))  # the next batch gets it
                 return newest[1]
         model = self._train(train_ids, labels, x, position)[0]
