@@ -80,9 +80,8 @@ class BackgroundTrainer:
         """Wait up to ``timeout`` seconds for the training under way (if any) to finish; then the
         newest finished (key, result). A fresher model when it comes in time, never a longer wait."""
         with self._lock:
-            running = self._running
-            if running is not None:
-                self._lock.wait_for(lambda: self._running != running, timeout)
+            before = self._newest
+            self._lock.wait_for(lambda: self._newest is not before or (self._running is None and self._wanted is None), timeout)
             return self._newest
 
     def wait(self, timeout: Optional[float] = None) -> bool:
