@@ -11,7 +11,7 @@ root = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
 done = total = 0
 for path in sorted(root.rglob("results.jsonl")):
     # Read only, while workers may be appending: a last line without its newline is still being
-    # written and is left out (experiment.read_results would cut it from the file).
+    # written and is left out (batchal.run_files.read_results would cut it from the file).
     text = path.read_text()
     complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
     rows = [json.loads(line) for line in complete.splitlines() if line.strip()]

@@ -12,9 +12,10 @@ from several processes (the runner's `--workers`, Ray tasks), one thread each.
 
 A second reason: a seed fixes the results *for a given thread count*. Floating-point
 reductions split across threads are summed in another order, so 1 and 2 threads can train
-slightly different models from the same seed (seen: the demo's BatchBALD accuracy 0.9306 vs
-0.9417). A default of 1 thread, independent of the machine, makes the same seed give the same
-numbers on a laptop, a CI box and a 64-core server.
+slightly different models from the same seed. A default of 1 thread, independent of the
+machine's cores, makes the same seed give the same numbers on one machine whatever its load;
+across CPUs the numbers can still differ at one thread (their vectorised kernels differ: the
+demo's BatchBALD ended at 0.9306 on another machine against 0.9417 here).
 
 The count comes from, in order: the ``threads`` argument (``--threads`` on the command line),
 ``$BATCHAL_THREADS``, else 1. ``auto`` means torch's own default (one per core).

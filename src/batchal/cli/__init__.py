@@ -27,7 +27,7 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's parser leaves a value given before the subcommand in place.
     parser.add_argument("--threads", default=argparse.SUPPRESS,
                         help="CPU threads per process: a number or auto (one per core); default $BATCHAL_THREADS, else 1 "
-                        "(fastest on a busy machine, and the same seed gives the same numbers on any machine)")
+                        "(fastest on a busy machine; with the same thread count the same seed gives the same numbers on one machine)")
 
 
 def _leaves(parser: argparse.ArgumentParser):
