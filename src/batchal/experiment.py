@@ -349,7 +349,7 @@ def _stop_set(rule, data: Dataset, splits: "Splits", config: ExperimentConfig) -
     return data.train_x[start_pool[torch.randperm(len(start_pool), generator=g_stop)[: rule.stop_set_size]]]
 
 
-def _train_round(config: ExperimentConfig, data: Dataset, labelled: list[int], val_x, val_y, round_: int, device,
+def train_round(config: ExperimentConfig, data: Dataset, labelled: list[int], val_x, val_y, round_: int, device,
                  progress: Optional[Progress]) -> tuple[list, list]:
     """The round's posterior: one model (MC dropout) or ``members`` (an ensemble), trained on the labelled set."""
     labelled_t = torch.tensor(labelled, dtype=torch.long)
@@ -370,7 +370,7 @@ def _train_round(config: ExperimentConfig, data: Dataset, labelled: list[int], v
     return models, histories
 
 
-def _evaluate_round(models: list, data: Dataset, config: ExperimentConfig, round_: int, device) -> dict:
+def evaluate_round(models: list, data: Dataset, config: ExperimentConfig, round_: int, device) -> dict:
     if config.posterior == "ensemble":
         return metrics_of(ensemble_log_probs(models, data.test_x, config.eval_batch_size, device=device), data.test_y)
     return evaluate(models[0], data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
@@ -433,10 +433,10 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         if progress:
             progress.round_started(round_, len(labelled))
         start = time.perf_counter()
-        models, histories = _train_round(config, data, labelled, val_x, val_y, round_, device, progress)
+        models, histories = train_round(config, data, labelled, val_x, val_y, round_, device, progress)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        metrics = _evaluate_round(models, data, config, round_, device)
+        metrics = evaluate_round(models, data, config, round_, device)
         evaluate_seconds = time.perf_counter() - start
         row = {
             "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],

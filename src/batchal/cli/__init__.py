@@ -1,6 +1,6 @@
 """The command line: one module per command, assembled here.
 
-``batchal run``, ``report``, ``score``, ``select``, ``label``, ``label-studio``, ``strategies`` and
+``batchal run``, ``compare``, ``report``, ``score``, ``select``, ``label``, ``label-studio``, ``strategies`` and
 ``datasets``; each module holds its parser (``add_parser``) and its body. Progress bars and the
 results table live in ``batchal.cli.progress``. Global options (``--threads``) are accepted before
 or after the subcommand.
@@ -14,13 +14,13 @@ import warnings
 from typing import Optional
 
 from batchal import __version__
-from batchal.cli import datasets, label, label_studio, report, run, score, select, strategies
+from batchal.cli import compare, datasets, label, label_studio, report, run, score, select, strategies
 from batchal.cli.progress import one_line_warning
 from batchal.data.files import DataError
 from batchal.threads import use_threads
 
 #: The commands, in the order `batchal --help` lists them.
-COMMANDS = (run, score, select, datasets, strategies, report, label, label_studio)
+COMMANDS = (run, compare, score, select, datasets, strategies, report, label, label_studio)
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,69 @@
+"""batchal compare: the measures by hand, the verdict on constructed curves, and the command on a
+null data set (labels independent of the features), where nothing may be found to pay."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from batchal.cli import main
+from batchal.compare import Setting, analyse, aubc, bootstrap_mean, deficiency, labels_saved_curve, labels_to, verdict
+
+
+def test_the_measures_by_hand():
+    curve = {20: 0.5, 30: 0.7, 40: 0.8}
+    assert aubc(curve, 20, 40) == pytest.approx(((0.5 + 0.7) / 2 * 10 + (0.7 + 0.8) / 2 * 10) / 20)
+    assert labels_to(curve, 0.7) == 30 and labels_to(curve, 0.9) is None
+    random = {20: 0.5, 30: 0.6, 40: 0.7}
+    # (0.9 - acc) summed: strategy 0.4 + 0.2 + 0.1, random 0.4 + 0.3 + 0.2
+    assert deficiency(curve, random, 0.9) == pytest.approx(0.7 / 0.9)
+    assert labels_saved_curve(curve, random) == [(20, 0.0), (30, 10.0)]  # random reaches 0.7 at 40; never 0.8
+    assert bootstrap_mean([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)
+    mean, low, high = bootstrap_mean([0.0, 10.0, 20.0, 30.0])
+    assert mean == 15.0 and 0.0 <= low < 15.0 < high <= 30.0
+
+
+def curves(offset, noise, seeds=5, rng=None):
+    rng = rng or np.random.default_rng(0)
+    base = {20: 0.5, 30: 0.6, 40: 0.7, 50: 0.75, 60: 0.8}
+    return {s: {c: a + offset + noise * rng.standard_normal() for c, a in base.items()} for s in range(seeds)}
+
+
+def test_a_clear_winner_saves_labels_with_an_interval_above_zero_and_noise_does_not():
+    rng = np.random.default_rng(1)
+    setting = Setting(10, 20, 60, {"random": curves(0, 0.002, rng=rng), "good": curves(0.08, 0.002, rng=rng),
+                                   "noise": curves(0, 0.03, rng=rng)}, {s: 0.82 for s in range(5)})
+    result = analyse(setting)
+    assert result["saves_labels"] and result["best"] == "good"
+    good, noise = result["strategies"]["good"], result["strategies"]["noise"]
+    saving = good["saving_vs_random"]["0.95"]
+    assert saving["low"] > 0 and good["p_holm"] < 0.05 and good["deficiency"] < 1
+    assert noise["p_holm"] >= 0.05
+    saves, best, lines = verdict([result])
+    assert saves and best == "good" and any("good saves labels" in line for line in lines)
+    tie = analyse(Setting(10, 20, 60, {"random": curves(0, 0.02, rng=rng), "noise": curves(0, 0.02, rng=rng)}, {s: 0.82 for s in range(5)}))
+    assert not tie["saves_labels"] and tie["best"] is None
+    assert "no evidence that active learning saves labels" in verdict([tie])[2][0]
+
+
+def test_compare_on_a_null_data_set_finds_no_evidence_and_resumes(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    y = np.random.default_rng(0).permutation(digits.target)  # labels independent of the features
+    x = digits.data.astype(np.float32)
+    np.savez(tmp_path / "null.npz", x=x[:1200], y=y[:1200], x_test=x[1200:], y_test=y[1200:])
+    argv = ["compare", str(tmp_path / "null.npz"), "--strategy", "margin,bald", "--seeds", "0,1,2", "--budget", "50",
+            "--initial-size", "20", "--mc-samples", "4", "--max-epochs", "2", "--epoch-samples", "128", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert "no evidence that active learning saves labels on this data" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert summary["saves_labels"] is False and summary["best"] is None
+    entry = summary["settings"][0]["strategies"]["margin"]
+    assert {"aubc", "labels_to_target", "saving_vs_random"} <= set(entry) and not math.isnan(entry["aubc"]["estimate"])
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# Does active learning pay on this data?")
+    assert (tmp_path / "out" / "labels_saved.png").stat().st_size > 0 and (tmp_path / "out" / "report" / "report.md").is_file()
+    assert main(argv) == 0  # resumed: every run and the full-pool models are read back, the same verdict
+    assert json.loads((tmp_path / "out" / "compare.json").read_text()) == summary
+    assert main(["compare", str(tmp_path / "null.npz"), "--strategy", "nope", "--out", str(tmp_path / "x")]) == 2
