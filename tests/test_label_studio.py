@@ -187,8 +187,10 @@ def wait_for(url, seconds, process):
 def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annotating(tmp_path):
     project_dir, truth = make_project(tmp_path, count=40, batch_size=5)
     ls_port, be_port = free_port(), free_port()
+    # The README's steps: local files served from the images folder's parent, a storage on the folder itself.
     env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls"), "ML_BLOCK_LOCAL_IP": "false",
-           "SSRF_PROTECTION_ENABLED": "false", "BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1"}
+           "SSRF_PROTECTION_ENABLED": "false", "BATCHAL_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path)}
     logs = open(tmp_path / "servers.log", "w")
     cli = [sys.executable, "-m", "batchal.cli"]
     backend = subprocess.Popen(cli + ["label-studio", "serve", str(project_dir), "--port", str(be_port), "--epoch-samples", "128", "--max-epochs", "2",
@@ -206,7 +208,16 @@ def test_a_real_label_studio_gets_the_batch_first_and_the_next_batch_after_annot
         subprocess.run(cli + ["label-studio", "tasks", str(project_dir), "-o", str(tasks_file)], check=True, capture_output=True)
         project = call(f"{api}/projects", "POST", {"title": "batchal test", "label_config": config})
         pid = project["id"]
-        call(f"{api}/projects/{pid}/import", "POST", json.loads(tasks_file.read_text()))
+        call(f"{api}/storages/localfiles", "POST", {"project": pid, "path": str(tmp_path / "images"), "title": "images",
+                                                    "use_blob_urls": False})
+        tasks = json.loads(tasks_file.read_text())
+        call(f"{api}/projects/{pid}/import", "POST", tasks)
+        # An image displays: Label Studio serves the task's URL (a path with a space in it among them).
+        for task in (tasks[0], next(t for t in tasks if " " in t["data"]["batchal_id"])):
+            request = urllib.request.Request(f"http://127.0.0.1:{ls_port}{task['data']['image']}", headers={"Authorization": f"Token {TOKEN}"})
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                assert answer.status == 200 and answer.read(8) == b"\x89PNG\r\n\x1a\n", task
+
         ml = call(f"{api}/ml", "POST", {"url": f"http://127.0.0.1:{be_port}", "project": pid, "title": "batchal",
                                         "auth_method": "BASIC_AUTH", "basic_auth_user": CREDENTIALS[0], "basic_auth_pass": CREDENTIALS[1]})
         assert ml["state"] == "CO", ml  # Label Studio's health check and /setup passed

@@ -23,8 +23,9 @@ def add_parser(sub) -> None:
     tasks = ls_sub.add_parser("tasks", help="write the project's items as Label Studio import tasks (JSON)")
     tasks.add_argument("project")
     tasks.add_argument("--image-url", dest="image_url", default=DEFAULT_IMAGE_URL,
-                       help="each task's image URL, {path} being the image's path inside the images folder "
-                            f"(default {DEFAULT_IMAGE_URL}: Label Studio's local-files serving)")
+                       help="each task's image URL, {path} being the image's path inside the images folder and {folder} "
+                            f"that folder's name (default {DEFAULT_IMAGE_URL}: Label Studio's local-files serving with the "
+                            "document root set to the folder's parent and a local storage on the folder)")
     tasks.add_argument("--output", "-o", help="file to write (default: standard output)")
     tasks.set_defaults(func=cmd_tasks)
     serve = ls_sub.add_parser("serve", help="serve the ML backend (Label Studio connects to it: Settings > Model)")

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from urllib.parse import quote
 
 #: A label config larger than this is refused (a real one is a few KiB).
 MAX_CONFIG_CHARS = 200_000
 
 #: Default image URL of a task: Label Studio's own local-files serving (see the README).
-DEFAULT_IMAGE_URL = "/data/local-files/?d={path}"
-
+#: ``{folder}`` is the images folder's name: Label Studio refuses a local storage equal to its
+#: document root, so the root is the folder's parent and the storage the folder itself.
+DEFAULT_IMAGE_URL = "/data/local-files/?d={folder}/{path}"
 
 
 class ProtocolError(ValueError):
     """A request the backend cannot act on; answered 400 with its message."""
-
 
 
 def choices_of(config: str) -> tuple[str, str, list[str]]:
@@ -39,7 +40,6 @@ def choices_of(config: str) -> tuple[str, str, list[str]]:
     return tag.get("name"), tag.get("toName"), values
 
 
-
 def label_config(classes: list[str], image_name: str = "image", choices_name: str = "label") -> str:
     """A Label Studio labelling config for the project: one image, one choice per class."""
     from xml.sax.saxutils import quoteattr
@@ -49,13 +49,14 @@ def label_config(classes: list[str], image_name: str = "image", choices_name: st
             f'  <Choices name="{choices_name}" toName="{image_name}" choice="single" showInline="true">\n{choices}\n  </Choices>\n</View>\n')
 
 
-
 def tasks_for(project, image_url: str = DEFAULT_IMAGE_URL) -> list[dict]:
     """Label Studio import tasks, one per item: ``data.image`` (``image_url`` with ``{path}``,
-    the item's path relative to the images folder, URL-quoted) and ``data.batchal_id`` (that
-    path unquoted: the id the backend maps the task back to)."""
+    the item's path relative to the images folder, and ``{folder}``, that folder's name, both
+    URL-quoted) and ``data.batchal_id`` (the path unquoted: the id the backend maps the task back to)."""
     if "{path}" not in image_url:
         raise ValueError(f"--image-url must contain {{path}}; got {image_url!r}")
-    return [{"data": {"image": image_url.replace("{path}", quote(path)), "batchal_id": path}}
+    folder = Path(project.meta.get("images_root") or ".").name
+    url = image_url.replace("{folder}", quote(folder))
+    return [{"data": {"image": url.replace("{path}", quote(path)), "batchal_id": path}}
             for _, path in sorted(project.store.item_paths().items())]
 
