@@ -177,3 +177,39 @@ def test_a_link_swapped_in_after_init_is_not_served(client, project_dir, tmp_pat
     os.symlink(secret, path)
     r = client.get(f"/api/items/{item}/image")
     assert r.status_code == 404 and b"secret" not in r.content
+
+
+def test_the_owner_token_is_kept_hashed_across_restarts_until_a_new_one(project_dir):
+    from batchal.labelling.app import OWNER_TOKEN_KEY, keep_owner_token
+
+    project = Project(project_dir, train_config=FAST)
+    keep_owner_token(project, "first-token-abc")
+    assert "first-token-abc" not in json.dumps(project.store.meta())  # only its hash is stored
+    restarted = TestClient(create_app(Project(project_dir, train_config=FAST), None), base_url="http://127.0.0.1:8765")
+    assert restarted.get("/api/status", headers={"Authorization": "Bearer first-token-abc"}).status_code == 200
+    assert restarted.get("/api/status", headers={"Authorization": "Bearer another"}).status_code == 401
+    keep_owner_token(project, "second-token-xyz")  # --new-token
+    again = TestClient(create_app(Project(project_dir, train_config=FAST), None), base_url="http://127.0.0.1:8765")
+    assert again.get("/api/status", headers={"Authorization": "Bearer first-token-abc"}).status_code == 401
+    assert again.get("/api/status", headers={"Authorization": "Bearer second-token-xyz"}).status_code == 200
+    assert Project(project_dir).store.meta()[OWNER_TOKEN_KEY]
+
+
+def test_a_port_in_time_wait_is_free_and_a_listening_one_is_not():
+    import socket
+
+    from batchal.labelling.app import refuse_port_in_use
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    with pytest.raises(ValueError, match="cannot listen"):
+        refuse_port_in_use("127.0.0.1", port)  # another program listens there
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its port is left in TIME_WAIT, as after a kill -9 with a tab open
+    client.close()
+    server.close()
+    refuse_port_in_use("127.0.0.1", port)  # a restart a moment later is not refused

@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
     serve_cmd.add_argument("project")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8765)
-    serve_cmd.add_argument("--token", help="access token (default: a fresh random one)")
+    serve_cmd.add_argument("--token", help="access token (default: the one the project keeps from its last serve, else a fresh one)")
+    serve_cmd.add_argument("--new-token", dest="new_token", action="store_true", help="make a new owner token (the old one stops working)")
     serve_cmd.add_argument("--score-candidates", dest="score_candidates", type=int, default=1000,
                            help="pool items scored per round, a random subset of a larger pool (default 1000: a batch in seconds)")
     serve_cmd.add_argument("--overlap", type=int, help="labels each item needs from different annotators (default: the project's)")
@@ -92,7 +93,7 @@ def cmd_label_init(args: argparse.Namespace) -> int:
 def cmd_label_serve(args: argparse.Namespace) -> int:
     try:
         from batchal.labelling import Project
-        from batchal.labelling.app import new_token, refuse_port_in_use, serve
+        from batchal.labelling.app import OWNER_TOKEN_KEY, keep_owner_token, new_token, refuse_port_in_use, serve
     except ImportError as exc:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
 
@@ -100,11 +101,18 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
                       score_candidates=args.score_candidates, background=True)
     project.train_in_background()  # the labels so far, while the page opens
     refuse_port_in_use(args.host, args.port, "; another program (another batchal label serve?) uses it")
-    token = args.token or new_token()
+    kept = bool(project.store.meta().get(OWNER_TOKEN_KEY)) and not args.token and not args.new_token
+    token = None if kept else (args.token or new_token())
+    if token is not None:
+        keep_owner_token(project, token)
     status = project.status()
     print(f"batchal labelling: {status['items']} items ({status['labelled']} labelled), classes {', '.join(project.classes)}, "
           f"strategy {status['strategy']}" + (f", {project.overlap} labels per item" if project.overlap > 1 else ""), flush=True)
-    print(f"Open http://{args.host}:{args.port}/?token={token}", flush=True)
+    if kept:
+        print(f"Open http://{args.host}:{args.port}/ : the owner's access token is the one of the last serve (a tab opened "
+              "with it goes on working); --new-token makes a new one and prints its link", flush=True)
+    else:
+        print(f"Open http://{args.host}:{args.port}/?token={token}", flush=True)
     if status["annotators"]:
         print(f"Annotators ({', '.join(status['annotators'])}) open the links that `batchal label add-annotator` printed.", flush=True)
     serve(project, token, host=args.host, port=args.port)

@@ -53,6 +53,8 @@ from batchal.labelling.project import Project
 from batchal.labelling.security import MAX_BODY_BYTES, error, guard
 
 COOKIE = "batchal_token"
+#: The project setting that keeps the owner's token, hashed, across restarts.
+OWNER_TOKEN_KEY = "owner_token_sha256"
 
 
 #: Item ids are SQLite integers: 1 .. 2^63 - 1.
@@ -60,8 +62,9 @@ MAX_ITEM_ID = 2**63 - 1
 
 
 
-def create_app(project: Project, token: str) -> FastAPI:
-    """The page and its API over ``project``; ``token``: the owner's access token."""
+def create_app(project: Project, token: Optional[str]) -> FastAPI:
+    """The page and its API over ``project``; ``token``: the owner's access token (None: the one
+    the project keeps, hashed, from an earlier serve)."""
     app = FastAPI(title="batchal labelling", docs_url=None, redoc_url=None, openapi_url=None)
     guard(app, token_auth(project, token), MAX_BODY_BYTES)
     _add_error_handlers(app)
@@ -70,15 +73,18 @@ def create_app(project: Project, token: str) -> FastAPI:
     return app
 
 
-def token_auth(project: Project, token: str):
+def token_auth(project: Project, token: Optional[str]):
     """The page's credentials check: the owner's token or an annotator's personal one, as a Bearer
     header or the cookie that ``GET /?token=TOKEN`` sets; the request's annotator goes to ``request.state``."""
+    owner = hash_token(token) if token else project.store.meta().get(OWNER_TOKEN_KEY)
+    if not owner:
+        raise ValueError("no owner token: give one, or serve once with a token so that the project keeps it")
 
     def identity(given: str) -> Optional[str]:
         """The annotator a token stands for: '' for the owner's, the name for a personal one, None: no access."""
         if not given:
             return None
-        if secrets.compare_digest(given.encode(), token.encode()):
+        if secrets.compare_digest(hash_token(given).encode(), owner.encode()):
             return ""
         return project.store.annotator_for(hash_token(given))
 
@@ -275,11 +281,14 @@ def add_annotator(project_dir, name: str) -> str:
 
 def refuse_port_in_use(host: str, port: int, hint: str = "") -> None:
     """``ValueError`` when ``host:port`` cannot be listened on: checked before a server prints an
-    address that would lead people to another program."""
+    address that would lead people to another program. Probed as uvicorn binds (SO_REUSEADDR), so
+    a port left in TIME_WAIT by a server killed a moment ago is free, one another program listens
+    on is not."""
     import socket
 
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
         raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}){hint}: choose another --port") from None
@@ -289,7 +298,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-def serve(project: Project, token: str, host: str = "127.0.0.1", port: int = 8765) -> None:
+def keep_owner_token(project: Project, token: str) -> None:
+    """Keep the owner's token, hashed, in the project: the next serve accepts it (an open tab goes on working)."""
+    project.store.set_meta(OWNER_TOKEN_KEY, hash_token(token))
+
+
+def serve(project: Project, token: Optional[str], host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve the app until interrupted (uvicorn)."""
     import uvicorn
 

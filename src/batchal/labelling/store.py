@@ -243,6 +243,11 @@ class Store:
             return con.execute("INSERT INTO flags(item_id, kind, note, annotator, created_at) VALUES (?, ?, ?, ?, ?)",
                                (item_id, kind, note, annotator, time.time())).lastrowid
 
+    def set_meta(self, key: str, value: Any) -> None:
+        """One project setting (JSON), replaced atomically."""
+        with self.write() as con:
+            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
     # --- annotators and claims ---
     def add_annotator(self, name: str, token_sha256: str) -> None:
         with self.write() as con:
