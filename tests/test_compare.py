@@ -11,6 +11,14 @@ from batchal.cli import main
 from batchal.compare import Setting, analyse, aubc, bootstrap_mean, deficiency, labels_saved_curve, labels_to, verdict
 
 
+def test_minority_discovery_counts_labels_until_every_class_is_seen():
+    from batchal.compare import discovery
+
+    rows = [{"labelled": 4, "acquired_labels": [0, 0, 2]}, {"labelled": 7, "acquired_labels": [0, 3, 1]}, {"labelled": 10, "acquired_labels": []}]
+    assert discovery([0, 1, 1, 0], rows, 4) == 7 + 2  # class 2 at the 6th label, class 3 at the 9th
+    assert discovery([0, 1], rows, 5) is None and discovery([0, 1, 2], [], 3) == 3
+
+
 def test_the_measures_by_hand():
     curve = {20: 0.5, 30: 0.7, 40: 0.8}
     assert aubc(curve, 20, 40) == pytest.approx(((0.5 + 0.7) / 2 * 10 + (0.7 + 0.8) / 2 * 10) / 20)
@@ -64,6 +72,8 @@ def test_compare_on_a_null_data_set_finds_no_evidence_and_resumes(tmp_path, caps
     assert {"aubc", "labels_to_target", "saving_vs_random"} <= set(entry) and not math.isnan(entry["aubc"]["estimate"])
     assert (tmp_path / "out" / "report.md").read_text().startswith("# Does active learning pay on this data?")
     assert (tmp_path / "out" / "labels_saved.png").stat().st_size > 0 and (tmp_path / "out" / "report" / "report.md").is_file()
+    assert "macro_f1" in entry and len(entry["recall"]) == 10 and len(entry["labels_to_every_class"]) == 3
+    assert "labels to every class" in (tmp_path / "out" / "report.md").read_text()
     assert main(argv) == 0  # resumed: every run and the full-pool models are read back, the same verdict
     assert json.loads((tmp_path / "out" / "compare.json").read_text()) == summary
     assert main(["compare", str(tmp_path / "null.npz"), "--strategy", "nope", "--out", str(tmp_path / "x")]) == 2

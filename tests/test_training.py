@@ -1,5 +1,6 @@
 """batchal.training.train_then_refit: early stopping without a free validation set."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,3 +40,18 @@ def test_without_a_held_out_part_one_model_trains_on_the_labels(monkeypatch):
     x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
     train_then_refit(lambda: nn.Linear(5, 3), x, y, None, None, TrainConfig(epoch_samples=8, max_epochs=3), seed=0)
     assert calls == [3]
+
+
+def test_per_class_recall_and_macro_f1_match_scikit_learn():
+    from sklearn.metrics import f1_score, recall_score
+
+    from batchal.training import metrics_of
+
+    g = torch.Generator().manual_seed(3)
+    log_probs = torch.log_softmax(torch.randn(200, 4, 5, generator=g), -1)
+    y = torch.randint(0, 4, (200,), generator=g)  # class 4 never occurs: its recall is None
+    m = metrics_of(log_probs, y)
+    predicted = (torch.logsumexp(log_probs.double(), 1)).argmax(1).numpy()
+    assert m["recall"][:4] == [pytest.approx(r) for r in recall_score(y.numpy(), predicted, labels=[0, 1, 2, 3], average=None)]
+    assert m["recall"][4] is None
+    assert m["macro_f1"] == pytest.approx(f1_score(y.numpy(), predicted, labels=[0, 1, 2, 3], average="macro"))

@@ -15,7 +15,9 @@ The measures (all from the runs' rows; each run is a ``batchal run`` run, resuma
 - **paired tests across seeds** of each strategy's AUBC against random's, Holm-corrected over
   the strategies of a batch size;
 - **Lu et al.'s deficiency**: sum over the label counts of (full-pool accuracy - the strategy's)
-  over the same sum for random (below 1: better than random).
+  over the same sum for random (below 1: better than random);
+- at the budget, **macro-F1** (with its interval), each class's **recall**, and the labels until
+  every class had been labelled (**minority discovery**): what rare classes get.
 
 The verdict says a strategy saves labels only when its AUBC beats random's after Holm's
 correction; otherwise "no evidence that active learning saves labels on this data".
@@ -84,6 +86,27 @@ class Setting:
     budget: int
     curves: dict[str, dict[int, dict[int, float]]]
     full: dict[int, float]
+    #: Per strategy and seed, the last row's macro-F1, per-class recall and the labels until every class was seen.
+    final: dict[str, dict[int, dict]] = dataclasses.field(default_factory=dict)
+
+
+def discovery(initial_labels: list[int], rows: list[dict], classes: int) -> Optional[int]:
+    """Labels until every class has been labelled at least once (minority discovery); None if never."""
+    seen = set(initial_labels)
+    if len(seen) >= classes:
+        return len(initial_labels)
+    for row in rows:
+        for n, label in enumerate(row["acquired_labels"], start=1):
+            seen.add(label)
+            if len(seen) >= classes:
+                return row["labelled"] + n
+    return None
+
+
+def final_of(rows: list[dict], initial_labels: list[int], classes: int) -> dict:
+    last = rows[-1]
+    return {"macro_f1": last.get("test_macro_f1"), "recall": last.get("test_recall"),
+            "discovery": discovery(initial_labels, rows, classes)}
 
 
 def analyse(setting: Setting, baseline: str = "random") -> dict:
@@ -107,6 +130,14 @@ def analyse(setting: Setting, baseline: str = "random") -> dict:
                 entry["saving_vs_random"][str(fraction)] = dict(zip(("estimate", "low", "high"), bootstrap_mean(saved)))
                 entry["saving_vs_random"][str(fraction)]["censored"] = any(r is None for r in reached) or any(
                     labels_to(base[s], fraction * setting.full[s]) is None for s in seeds)
+        finals = [setting.final.get(name, {}).get(s) for s in seeds]
+        if all(f is not None and f.get("macro_f1") is not None for f in finals):
+            entry["macro_f1"] = dict(zip(("estimate", "low", "high"), bootstrap_mean([f["macro_f1"] for f in finals])))
+            recalls = [f["recall"] for f in finals if f.get("recall")]
+            if recalls:
+                entry["recall"] = [None if any(r[c] is None for r in recalls) else float(np.mean([r[c] for r in recalls]))
+                                   for c in range(len(recalls[0]))]
+            entry["labels_to_every_class"] = [f["discovery"] for f in finals]
         if name != baseline:
             diff = [a - aubc(base[s], start, end) for a, s in zip(areas, seeds)]
             entry["aubc_vs_random"] = float(np.mean(diff))
@@ -165,6 +196,16 @@ def write(out: Path, settings: list[Setting], title: str = "Does active learning
                       f"| {name} | {a['estimate']:.4f} ({a['low']:.4f}-{a['high']:.4f}) | - | - | {e['deficiency']:.3f} | ")
             md[-1] += " / ".join(",".join("-" if x is None else str(x) for x in e["labels_to_target"][str(f)]) for f in TARGETS) + f" | {saved} |"
         md.append("")
+        if all("macro_f1" in e for e in r["strategies"].values()):
+            md += ["At the budget: macro-F1 (rare classes count as much as common ones), the lowest class recall and the labels until "
+                   "every class had been labelled (minority discovery; per seed):", "",
+                   "| strategy | macro-F1 (95% interval) | lowest class recall | labels to every class |", "|---|---|---|---|"]
+            for name, e in r["strategies"].items():
+                f1, recall = e["macro_f1"], [x for x in e.get("recall", []) if x is not None]
+                md.append(f"| {name} | {f1['estimate']:.4f} ({f1['low']:.4f}-{f1['high']:.4f}) | "
+                          f"{(f'{min(recall):.3f}' if recall else '-')} | "
+                          + ",".join("-" if x is None else str(x) for x in e["labels_to_every_class"]) + " |")
+            md.append("")
     _plot_savings(out / "labels_saved.png", settings)
     md += ["## Labels saved against random, by budget", "", "For each label count n: how many more labels random needed to reach "
            "the accuracy the strategy had at n (mean curves over seeds; above 0: the strategy saves labels).", "",
@@ -253,9 +294,14 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
             say(f"full-pool model, seed {seed}")
             full[seed] = full_pool_accuracy(first, data, seed)
             full_file.write_text(json.dumps(full))
+    from batchal.experiment import Splits
+
     resolved = first.resolved(data)
+    initial = {seed: data.train_y[Splits.make(data, dataclasses.replace(resolved, seed=seed)).initial].tolist() for seed in seeds}
     setting_list = [Setting(b, resolved.initial_size, resolved.budget,
-                            {s: {seed: curve_of(rows[(s, b, seed)]) for seed in seeds} for s in strategies}, full) for b in batch_sizes]
+                            {s: {seed: curve_of(rows[(s, b, seed)]) for seed in seeds} for s in strategies}, full,
+                            {s: {seed: final_of(rows[(s, b, seed)], initial[seed], data.num_classes) for seed in seeds} for s in strategies})
+                    for b in batch_sizes]
     from batchal.report import write_report
 
     write_report([folders[k] for k in folders], out / "report", [0.9, 0.95], title="batchal compare: the runs")

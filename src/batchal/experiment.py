@@ -440,6 +440,7 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
         evaluate_seconds = time.perf_counter() - start
         row = {
             "round": round_, "labelled": len(labelled), "test_accuracy": metrics["accuracy"], "test_nll": metrics["nll"],
+            "test_macro_f1": metrics["macro_f1"], "test_recall": metrics["recall"],
             "acquired": [], "acquired_labels": [], "scores": [],
             "seconds": {"train": train_seconds, "evaluate": evaluate_seconds, "score": 0.0, "select": 0.0},
         }

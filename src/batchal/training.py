@@ -223,8 +223,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_s
 
 
 def metrics_of(log_probs_N_K_C: torch.Tensor, y: torch.Tensor) -> dict:
-    """Accuracy and NLL of the averaged prediction log mean_k p(y | x, w_k) (MC samples or ensemble members)."""
+    """Accuracy and NLL of the averaged prediction log mean_k p(y | x, w_k) (MC samples or ensemble
+    members), with each class's recall (None for a class absent from ``y``) and the macro-F1 over
+    the classes present: what rare classes get, which accuracy hides."""
     mean_log_probs_N_C = torch.logsumexp(log_probs_N_K_C.double(), dim=1) - math.log(log_probs_N_K_C.shape[1])
     nll = float(-mean_log_probs_N_C[torch.arange(len(y)), y].mean())
-    acc = float((mean_log_probs_N_C.argmax(1) == y).double().mean())
-    return {"accuracy": acc, "nll": nll}
+    predicted = mean_log_probs_N_C.argmax(1)
+    acc = float((predicted == y).double().mean())
+    recall, f1 = [], []
+    for c in range(mean_log_probs_N_C.shape[1]):
+        true, chosen = y == c, predicted == c
+        hits = int((true & chosen).sum())
+        if int(true.sum()) == 0:
+            recall.append(None)
+            continue
+        recall.append(hits / int(true.sum()))
+        precision = hits / int(chosen.sum()) if int(chosen.sum()) else 0.0
+        f1.append(2 * precision * recall[-1] / (precision + recall[-1]) if precision + recall[-1] > 0 else 0.0)
+    return {"accuracy": acc, "nll": nll, "recall": recall, "macro_f1": float(sum(f1) / len(f1)) if f1 else math.nan}
