@@ -8,7 +8,7 @@ and the rest run on an ensemble unchanged (Lakshminarayanan et al. 2017; Beluch 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ K times before the model (``expand_input``), so attention masks and the like kee
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F

@@ -14,7 +14,6 @@ Features for embedding strategies (``badge``, ``coreset``, ...) are X itself unl
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 import torch

@@ -18,7 +18,6 @@ seconds whatever the folder's size.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import stat
 import threading
@@ -41,7 +40,7 @@ from batchal.labelling import quality
 from batchal.labelling.background import BackgroundTrainer
 from batchal.labelling.store import UNLABELLED, Store
 from batchal.models import create_model, load_model, model_names
-from batchal.stopping import AccuracyPlateau, StabilizingPredictions, cohen_kappa
+from batchal.stopping import StabilizingPredictions, cohen_kappa
 from batchal.training import TrainConfig, train_then_refit
 
 #: Every k-th training label (by a hash of its id) is the early-stopping split; audit items are never in it.
