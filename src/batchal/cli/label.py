@@ -136,6 +136,9 @@ def cmd_label_export(args: argparse.Namespace) -> int:
     text = export_labels(args.project, args.format)
     if args.output:
         Path(args.output).write_text(text)
+        rows = max(0, len(text.splitlines()) - (1 if args.format == "csv" else 0))
+        print(f"labels written to {args.output} ({args.format}, {rows if args.format == 'csv' else len(text)} "
+              f"{'rows' if args.format == 'csv' else 'characters'})", file=sys.stderr)
     else:
         sys.stdout.write(text)
     if args.predictions:

@@ -39,6 +39,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from batchal.distributed.scoring import ScoreJob, score_pool
 
     shape = split_list(args.input_shape, "--input-shape", int) if args.input_shape else None
+    if args.weights is None and ":" not in str(args.model):
+        print(f"batchal: warning: no --weights: {args.model} is scored as built, untrained; its scores are those of random "
+              "weights (the manifest records weights_sha256: null)", file=sys.stderr)
     job = ScoreJob(pool=args.pool, model=args.model, weights=args.weights, mc_samples=args.mc_samples, seed=args.seed,
                    num_classes=args.num_classes, embeddings=args.embeddings, keep_log_probs=args.keep_log_probs,
                    shard_size=args.shard_size, batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb,
