@@ -127,10 +127,10 @@ def test_warnings_are_one_line_without_source(tmp_path, capsys):
 
 @pytest.mark.parametrize("place", ["before", "after"])
 def test_threads_is_accepted_before_or_after_the_subcommand(tmp_path, capsys, monkeypatch, place):
-    import batchal.cli as cli
+    import batchal.threads as threads
 
     seen = []
-    monkeypatch.setattr(cli, "use_threads", lambda n: seen.append(n))
+    monkeypatch.setattr(threads, "use_threads", lambda n: seen.append(n))
     argv = ["strategies", "random"]
     argv = ["--threads", "2", *argv] if place == "before" else [*argv, "--threads", "2"]
     assert main(argv) == 0 and seen == ["2"]
@@ -142,3 +142,12 @@ def test_run_with_threads_after_the_subcommand_runs_and_a_bad_value_is_one_line(
     assert main(["run", "--threads", "1", *SMALL, "--strategy", "random", "--out", str(tmp_path)]) == 0
     assert main(["run", "--threads", "many", *SMALL, "--out", str(tmp_path)]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_version_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from batchal.cli import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["batchal", __import__("batchal").__version__, "False"]

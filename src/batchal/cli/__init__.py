@@ -9,18 +9,16 @@ or after the subcommand.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from typing import Optional
 
 from batchal import __version__
-from batchal.cli import compare, datasets, label, label_studio, report, run, score, select, strategies
-from batchal.cli.progress import one_line_warning
-from batchal.data.files import DataError
-from batchal.threads import use_threads
 
-#: The commands, in the order `batchal --help` lists them.
-COMMANDS = (run, compare, score, select, datasets, strategies, report, label, label_studio)
+#: The commands' modules (batchal.cli.NAME), in the order `batchal --help` lists them; imported
+#: when the parser is built, so that `batchal --version` answers without importing PyTorch.
+COMMANDS = ("run", "compare", "score", "select", "datasets", "strategies", "report", "label", "label_studio")
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
@@ -45,13 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add_parser(sub)
+        importlib.import_module(f"batchal.cli.{command}").add_parser(sub)
     for leaf in _leaves(parser):
         _global_options(leaf)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given == ["--version"]:  # before the commands (and PyTorch) are imported
+        print(f"batchal {__version__}")
+        return 0
+    from batchal.cli.progress import one_line_warning
+    from batchal.data.files import DataError
+    from batchal.threads import use_threads
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
