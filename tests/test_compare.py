@@ -77,3 +77,29 @@ def test_compare_on_a_null_data_set_finds_no_evidence_and_resumes(tmp_path, caps
     assert main(argv) == 0  # resumed: every run and the full-pool models are read back, the same verdict
     assert json.loads((tmp_path / "out" / "compare.json").read_text()) == summary
     assert main(["compare", str(tmp_path / "null.npz"), "--strategy", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_long_tailed_pool_keeps_ratio_to_the_power_of_each_class_and_runs(tmp_path):
+    import torch
+
+    from batchal.data.dataset import Dataset, long_tailed
+    from batchal.experiment import ExperimentConfig, run_experiment
+    from batchal.training import TrainConfig
+
+    y = torch.arange(5).repeat_interleave(100)
+    data = Dataset("toy", torch.randn(500, 3), y, torch.randn(50, 3), torch.arange(5).repeat(10), [str(c) for c in range(5)], False,
+                   [f"item{i}" for i in range(500)])
+    tail = long_tailed(data, 0.01)
+    counts = torch.bincount(tail.train_y, minlength=5).tolist()
+    assert counts == [round(100 * 0.01 ** (c / 4)) for c in range(5)] == [100, 32, 10, 3, 1]
+    assert torch.equal(tail.test_y, data.test_y) and tail.train_ids[0] == "item0"
+    kept = [int(i.removeprefix("item")) for i in tail.train_ids]  # ids travel with their items
+    assert torch.equal(tail.train_x, data.train_x[kept]) and torch.equal(tail.train_y, data.train_y[kept])
+    assert torch.equal(long_tailed(data, 0.01).train_x, tail.train_x)  # the same pool every time
+    with pytest.raises(ValueError, match="imbalance must be a ratio"):
+        ExperimentConfig(dataset="digits", imbalance=1.5)
+    config = ExperimentConfig(dataset="digits", strategy="margin", imbalance=0.1, acquisition_size=5, initial_size=10, budget=20,
+                              mc_samples=3, validation_size=30, train=TrainConfig(epoch_samples=64, max_epochs=1))
+    rows = run_experiment(config, tmp_path / "run")
+    assert rows[-1]["labelled"] == 20 and len(rows[0]["test_recall"]) == 10
+    assert run_experiment(config, tmp_path / "run") == rows  # resumes on the same long-tailed pool

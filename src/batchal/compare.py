@@ -274,6 +274,7 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
                    ray_address: Optional[str] = None) -> dict:
     """Run (or resume) every (strategy, b, seed) as a ``batchal run`` run under OUT/runs, the full-pool
     model per seed, then write the comparison. ``settings``: ExperimentConfig fields (budget, ...)."""
+    from batchal.data.dataset import long_tailed
     from batchal.data.datasets import load_dataset
     from batchal.experiment import ExperimentConfig, run_experiment
 
@@ -283,10 +284,11 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     configs = {(s, b, seed): ExperimentConfig(dataset=data_source, strategy=s, seed=seed, acquisition_size=b, **settings)
                for b in batch_sizes for s in strategies for seed in seeds}
     first = next(iter(configs.values()))
-    data = load_dataset(first.dataset, first.data_dir, copies=first.copies, noise_std=first.noise_std, label_column=first.label_column,
-                        image_size=first.image_size, rgb=first.rgb)
+    raw = load_dataset(first.dataset, first.data_dir, copies=first.copies, noise_std=first.noise_std, label_column=first.label_column,
+                       image_size=first.image_size, rgb=first.rgb)
+    data = long_tailed(raw, first.imbalance) if first.imbalance is not None else raw  # the pool every run sees
     folders = {key: out / "runs" / f"{key[0]}-b{key[1]}-seed{key[2]}" for key in configs}
-    rows = _run_all(configs, folders, data, workers, ray_address, say, run_experiment)
+    rows = _run_all(configs, folders, raw, workers, ray_address, say, run_experiment)
     full_file = out / "full_pool.json"
     full = {int(k): v for k, v in json.loads(full_file.read_text()).items()} if full_file.exists() else {}
     for seed in seeds:

@@ -36,6 +36,7 @@ from batchal.bayesian.predict import FeatureLayerError, predict_embeddings
 from batchal.bayesian.ensemble import ensemble_log_probs, train_ensemble
 from batchal.devices import resolve_device
 from batchal.stopping import StabilizingPredictions, cohen_kappa, parse_stop
+from batchal.data.dataset import long_tailed
 from batchal.data.datasets import REPEATED_PREFIX, Dataset, dataset_names, load_dataset
 from batchal.data.user import fingerprint, is_user_dataset
 from batchal.models import create_model, default_model, load_model, model_names
@@ -97,6 +98,7 @@ class ExperimentConfig:
     image_size: int = 28  # your own image folder or tar: the square size images are resized to
     rgb: bool = False  # your own images: keep colour
     initial_indices: Optional[Any] = None  # fixed initial training indices, or the preset "batchbald-paper"
+    imbalance: Optional[float] = None  # a long-tailed training pool: the rarest class keeps this fraction (data.dataset.long_tailed)
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -141,6 +143,9 @@ class ExperimentConfig:
         parse_stop(self.stop)
         if self.initial_selection not in ("balanced", "random"):
             raise ValueError(f"initial_selection must be balanced or random, got {self.initial_selection!r}")
+        if self.imbalance is not None and (isinstance(self.imbalance, bool) or not isinstance(self.imbalance, (int, float))
+                                           or not 0 < self.imbalance <= 1):
+            raise ValueError(f"imbalance must be a ratio in (0, 1] (the rarest class keeps this fraction), got {self.imbalance!r}")
         if self.initial_indices is not None:
             indices = fixed_initial_indices(self.initial_indices)
             if len(indices) != self.initial_size:
@@ -414,6 +419,8 @@ def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Data
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std,
                             label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
+    if config.imbalance is not None:  # the same long-tailed pool for every strategy and seed
+        data = long_tailed(data, config.imbalance)
     config = config.resolved(data)
     results_path = run_dir / "results.jsonl"
     rows, splits = _open_run(config, run_dir, data)

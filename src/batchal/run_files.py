@@ -158,7 +158,7 @@ def read_config(path: Path) -> dict:
 
 #: Settings that configurations written before them lack, with the value those runs had.
 _ADDED_SETTINGS = {"posterior": "mc_dropout", "members": 5, "stop": None, "initial_selection": "balanced", "initial_indices": None,
-                   "label_column": None, "image_size": 28, "rgb": False}
+                   "label_column": None, "image_size": 28, "rgb": False, "imbalance": None}
 #: Training settings added later, with the value earlier runs had.
 _ADDED_TRAIN_SETTINGS = {"sampler": "replacement", "until_accuracy": None, "grad_clamp": None, "reinit_every": 1000, "reinit_below": 0.2}
 

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     cmd.add_argument("--data-dir", dest="data_dir", help="folder holding <dataset>/<files> (also $BATCHAL_DATA)")
     cmd.add_argument("--max-epochs", dest="max_epochs", type=int, help="training epochs at most (default 30)")
     cmd.add_argument("--epoch-samples", dest="epoch_samples", type=int, help="examples per epoch (default 5056)")
+    cmd.add_argument("--imbalance", type=float, help="simulate a long-tailed pool: class c keeps RATIO^(c/(C-1)) of its items "
+                     "(the last class RATIO of them, e.g. 0.01); the test set stays as it is")
     cmd.add_argument("--workers", type=int, default=1, help="runs in this many processes at once (one thread each)")
     cmd.add_argument("--ray", help="run every run as a task on a Ray cluster: local, auto or HOST:PORT")
     cmd.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -46,7 +48,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     train = {k: v for k, v in (("max_epochs", args.max_epochs), ("epoch_samples", args.epoch_samples)) if v is not None}
     settings = {"budget": args.budget, "initial_size": args.initial_size, "mc_samples": args.mc_samples, "train": train,
-                **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir") if getattr(args, k) is not None}}
+                **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir", "imbalance") if getattr(args, k) is not None}}
     out = Path(args.out)
     summary = run_comparison(args.dataset, names, split_list(args.seeds, "--seeds", int), split_list(args.batch_size, "--batch-size", int),
                              out, settings, progress=lambda line: print(line, flush=True), workers=args.workers, ray_address=args.ray)
