@@ -146,8 +146,7 @@ def service_side(folder: Path, truth: dict[str, int], seed: int, delay: float) -
             ask = time.perf_counter()
             if len(project.store.current_labels()) < max(COUNTS):
                 project.request_next()
-        if project.background is not None:
-            project.background.wait(600)
+        project.close()
         out["seconds"] = time.perf_counter() - start
         return out
 

@@ -126,6 +126,7 @@ def main() -> None:
             say(f"round {round_}: {status['labelled']} labels; 'next' to batch ready {wait:.1f} s ({parts}); chosen by the model "
                 f"of {status['model_labels']} training labels{shown}")
         server.should_exit = True
+        project.close()
         say("")
         say(f"'next' to batch ready: median {statistics.median(waits):.1f} s, max {max(waits):.1f} s over {len(waits)} rounds (target < 10 s)")
         if trips:

@@ -86,3 +86,27 @@ def test_next_waits_a_bounded_time_for_the_training_under_way():
     assert 0.25 < time.perf_counter() - start < 5
     threading.Timer(0.1, gate.set).start()
     assert trainer.wait_for_running(5) == ("new", "new model")  # done in time: the fresher one
+
+
+def test_close_stops_the_training_under_way_at_its_next_epoch_and_refuses_new_ones():
+    from batchal.labelling.background import Stopped
+
+    epochs, started = [], threading.Event()
+
+    def train(job):
+        for epoch in range(1000):
+            started.set()
+            trainer.check()  # the epoch hook
+            epochs.append(epoch)
+            threading.Event().wait(0.01)
+        return "finished"
+
+    trainer = BackgroundTrainer(train)
+    trainer.request("a", "a")
+    started.wait(5)
+    trainer.close(5)
+    assert not trainer.busy and trainer.newest() is None and len(epochs) < 1000  # stopped, not finished
+    trainer.request("b", "b")
+    assert not trainer.busy  # closed: nothing new starts
+    with pytest.raises(Stopped):
+        trainer.check()

@@ -141,21 +141,23 @@ def train_model(
 
 
 def train_then_refit(new_model: Callable[[], nn.Module], fit_x: torch.Tensor, fit_y: torch.Tensor, stop_x: Optional[torch.Tensor],
-                     stop_y: Optional[torch.Tensor], config: TrainConfig, seed: int, device=None) -> nn.Module:
+                     stop_y: Optional[torch.Tensor], config: TrainConfig, seed: int, device=None,
+                     on_epoch: Optional[Callable[[dict], None]] = None) -> nn.Module:
     """Early stopping when every label is precious (the labelling service: no free validation set).
     The number of epochs is chosen as ``train_model`` chooses it, on ``stop_x`` held out; then a
     fresh model is trained on all the labels (fit and stop) for that many epochs. Without a stop
     set, one model trained on ``fit`` (``config.max_epochs``, as ``train_model`` without validation)."""
     torch.manual_seed(seed)
     model = new_model()
-    history = train_model(model, fit_x, fit_y, stop_x, stop_y, config, generator=torch.Generator().manual_seed(seed), device=device)
+    history = train_model(model, fit_x, fit_y, stop_x, stop_y, config, generator=torch.Generator().manual_seed(seed), device=device,
+                          on_epoch=on_epoch)
     if stop_x is None or len(stop_x) == 0:
         return model
     best = max(record["epoch"] for record in history if record["best"])
     torch.manual_seed(seed)
     model = new_model()
     train_model(model, torch.cat([fit_x, stop_x]), torch.cat([fit_y, stop_y]), None, None, dataclasses.replace(config, max_epochs=best),
-                generator=torch.Generator().manual_seed(seed), device=device)
+                generator=torch.Generator().manual_seed(seed), device=device, on_epoch=on_epoch)
     return model
 
 

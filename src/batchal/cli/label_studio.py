@@ -102,6 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("No --label-studio-url/--api-key: after each batch, run Retrieve Predictions on all tasks, then set the "
               "project's model version to the backend's newest (Settings > Predictions); and give the project's webhook to "
               f".../webhook the header Authorization: {header} (Settings > Webhooks), or annotations are refused", flush=True)
-    uvicorn.run(create_app(backend, (args.basic_auth_user, password)), host=args.host, port=args.port, log_level="warning")
+    try:
+        uvicorn.run(create_app(backend, (args.basic_auth_user, password)), host=args.host, port=args.port, log_level="warning")
+    finally:  # no thread left inside PyTorch when the process exits
+        project.close()
     return 0
 

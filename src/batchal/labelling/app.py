@@ -308,4 +308,7 @@ def serve(project: Project, token: Optional[str], host: str = "127.0.0.1", port:
     import uvicorn
 
     project.current_batch()
-    uvicorn.run(create_app(project, token), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(project, token), host=host, port=port, log_level="warning")
+    finally:  # no thread left inside PyTorch when the process exits
+        project.close()

@@ -18,11 +18,18 @@ import threading
 from typing import Any, Callable, Hashable, Optional
 
 
+class Stopped(Exception):
+    """Raised inside a training by its epoch hook once the trainer is closing."""
+
+
 class BackgroundTrainer:
-    """One training at a time in a daemon thread; ``train(job)`` returns the trained result."""
+    """One training at a time in a daemon thread; ``train(job)`` returns the trained result.
+    A training calls :meth:`check` between epochs, which stops it once :meth:`close` was called,
+    so that a server shutting down never leaves a thread inside PyTorch."""
 
     def __init__(self, train: Callable[[Any], Any]):
         self._train = train
+        self.closing = False
         self._lock = threading.Condition()
         self._wanted: Optional[tuple[Hashable, Any]] = None  # (key, job) still to train
         self._running: Optional[Hashable] = None
@@ -30,9 +37,24 @@ class BackgroundTrainer:
         self._thread: Optional[threading.Thread] = None
         self.error: Optional[str] = None
 
+    def check(self, *_) -> None:
+        """The epoch hook of every background training: stops it once the trainer is closing."""
+        if self.closing:
+            raise Stopped()
+
+    def close(self, timeout: float = 30) -> None:
+        """Stop: no new training starts, the one under way ends at its next epoch; waits for the thread."""
+        with self._lock:
+            self.closing, self._wanted = True, None
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def request(self, key: Hashable, job: Any) -> None:
         """Train for ``key`` (unless its model is ready or training); supersedes an older request not yet started."""
         with self._lock:
+            if self.closing:
+                return
             if key == self._running or (self._newest is not None and self._newest[0] == key):
                 return
             self._wanted = (key, job)
@@ -51,6 +73,8 @@ class BackgroundTrainer:
                 self._wanted, self._running = None, key
             try:
                 result = self._train(job)
+            except Stopped:
+                result = None
             except Exception as exc:  # shown in the status; the next request tries again
                 self.error = f"{type(exc).__name__}: {exc}"
                 logging.getLogger(__name__).exception("background training failed")

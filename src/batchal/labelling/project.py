@@ -678,7 +678,8 @@ class Project:
         x_of = lambda items: x[[position[i] for i in items]]
         model = train_then_refit(lambda: self._new_model(tuple(x.shape[1:])), x_of(fit_ids), y_of(fit_ids),
                                  x_of(stop_ids) if stop_ids else None, y_of(stop_ids) if stop_ids else None, self.train_config,
-                                 seed=len(labels), device=self.device)
+                                 seed=len(labels), device=self.device,
+                                 on_epoch=self.background.check if self.background is not None else None)
         return model, x_of
 
     def _training_split(self, labels: dict[int, str], position: dict[int, int]) -> tuple[list[int], list[int], list[int]]:
@@ -701,6 +702,12 @@ class Project:
         ids, x = self.features()
         position = {item: n for n, item in enumerate(ids)}
         return self._train(train_ids, labels, x, position)[0], len(train_ids)
+
+    def close(self) -> None:
+        """Stop background training (the one under way ends at its next epoch): call before exiting."""
+        if self.background is not None:
+            self.background.close()
+        self.wait(30)
 
     def train_in_background(self) -> None:
         """Ask the background trainer for a model of the current labels (background projects only)."""
