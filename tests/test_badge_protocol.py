@@ -370,7 +370,7 @@ def test_badge_report_writes_headline_and_findings_from_the_runs_into_marked_blo
     shown = {"badge": "BADGE", "albl": "ALBL", "coreset": "Coreset", "least_confidence": "Conf", "margin": "Marg",
              "entropy": "Entropy", "random": "Rand"}
     headline = text.split("<!-- badge-headline:start -->")[1].split("<!-- badge-headline:end -->")[0]
-    assert "2 of the 9 MLP settings" in headline and "repeats of all 7 algorithms: letter b=100 3, mnist b=100 2" in headline
+    assert "2 of the paper's 21 MLP settings" in headline and "repeats of all 7 algorithms: letter b=100 3, mnist b=100 2" in headline
     assert "not yet: letter b=1,000, letter b=10,000, mnist b=1,000" in headline
     rule_line = next(line for line in headline.splitlines() if "paper's rule" in line)
     for s in names:

@@ -119,8 +119,7 @@ def test_a_folder_in_place_of_a_run_file_is_one_line(tmp_path, name):
 
 
 def test_command_line_first_hour(capsys, monkeypatch):
-    with pytest.raises(SystemExit):
-        main(["--version"])
+    assert main(["--version"]) == 0  # answered before the commands (and PyTorch) are imported
     assert capsys.readouterr().out.startswith("batchal ")
     assert main(["strategies", "epig"]) == 0
     out = capsys.readouterr().out
