@@ -192,3 +192,24 @@ def test_report_reads_a_folder_of_classification_and_regression_runs(study, caps
     # the classification tables are unchanged by the regression runs beside them
     classification_only = write_report([study / "mnist"], study / "report-c")
     assert md.count("| mnist b=10 |") == classification_only.read_text().count("| mnist b=10 |") > 0
+
+
+def test_ticks_sit_at_the_rounds_when_there_are_few():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from batchal.report import _whole_number_ticks
+
+    fig, ax = plt.subplots()
+    ax.plot([20, 30, 40], [0.5, 0.6, 0.7])
+    ax.axhline(0.55)  # its x runs over the axes (0 to 1), not label counts: no tick at 0 or 1
+    _whole_number_ticks(ax)
+    assert list(ax.get_xticks()) == [20, 30, 40]
+    fig2, many = plt.subplots()
+    many.plot(list(range(20, 320, 10)), [0.5] * 30)
+    _whole_number_ticks(many)
+    assert all(float(t).is_integer() for t in many.get_xticks()) and len(many.get_xticks()) < 30
+    plt.close(fig)
+    plt.close(fig2)

@@ -251,12 +251,19 @@ def _save(fig, axes, path: Path, plt) -> None:
     plt.close(fig)
 
 
-def _whole_number_ticks(*axes) -> None:
-    """Label counts and classes are whole numbers: no 12.5 on their axis."""
+def _whole_number_ticks(*axes, most: int = 12) -> None:
+    """Label counts and classes are whole numbers: no 12.5 on their axis. Where the curves have at
+    most ``most`` distinct label counts, the ticks are those counts (the rounds), not 24, 32, 40
+    between rounds at 20, 30, 40."""
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        data_lines = [line for line in ax.lines if line.get_transform() == ax.transData]  # not axhline's axes-fraction x
+        xs = sorted({float(x) for line in data_lines for x in line.get_xdata()})
+        if 2 <= len(xs) <= most and all(x.is_integer() for x in xs):
+            ax.set_xticks(xs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _seeds(n: int) -> str:
