@@ -266,6 +266,11 @@ def _whole_number_ticks(*axes, most: int = 12) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _settings_title(settings: list[str], most: int = 3) -> str:
+    """The settings a figure pools, for its title: all of them when few, else how many."""
+    return ", ".join(settings) if len(settings) <= most else f"{len(settings)} settings ({', '.join(settings[:most])}, ...)"
+
+
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("s" if n != 1 else "")
 
@@ -545,7 +550,7 @@ def _error_cdf(page: _Page) -> list[str]:
         for s, values in sorted(errors.items()):
             v = np.sort(values)
             ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=s, color=colors.get(s))
-        ax.set(xlabel="normalised error (error / random's error)", ylabel="cumulative fraction of (setting, checkpoint)", title="CDF of normalised errors")
+        ax.set(xlabel="normalised error (error / random's error)", ylabel="cumulative fraction of (setting, checkpoint)", title=f"CDF of normalised errors\n{_settings_title(list(grouped))}")
         ax.axvline(1.0, color="grey", ls="--", lw=1)
         _save(fig, ax, out / "normalised_error_cdf.png", plt)
         md += ["## Normalised error CDF (BADGE)", "", "Error divided by random's at the same setting and label count; curves further left and up are better.", "",
@@ -573,8 +578,9 @@ def _batch_diagnostics(page: _Page) -> list[str]:
             mn_med = [np.median([v[1] for v in by_count[c]]) for c in xs]
             axes[0].plot(xs, ld_med, label=s, color=colors[s])
             axes[1].plot(xs, mn_med, label=s, color=colors[s])
-        axes[0].set(xlabel="labelled examples", ylabel="log det of the batch's gradient-embedding Gram matrix", title="batch diversity")
-        axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title="batch uncertainty")
+        where = _settings_title(sorted({run.setting for run in runs}, key=setting_order))
+        axes[0].set(xlabel="labelled examples", ylabel="log det of the batch's gradient-embedding Gram matrix", title=f"batch diversity\n{where}")
+        axes[1].set(xlabel="labelled examples", ylabel="mean gradient-embedding norm", title=f"batch uncertainty\n{where}")
         _whole_number_ticks(*axes)
         _save(fig, axes, out / "batch_diagnostics.png", plt)
         md += ["## Batch diagnostics (BADGE)", "", "Median over seeds.", "", "![batch diagnostics](batch_diagnostics.png)", ""]
