@@ -276,7 +276,7 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     model per seed, then write the comparison. ``settings``: ExperimentConfig fields (budget, ...)."""
     from batchal.data.dataset import long_tailed
     from batchal.data.datasets import load_dataset
-    from batchal.experiment import ExperimentConfig, run_experiment
+    from batchal.experiment import ExperimentConfig
 
     say = progress or (lambda _: None)
     if "random" not in strategies:
@@ -288,7 +288,7 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
                        image_size=first.image_size, rgb=first.rgb)
     data = long_tailed(raw, first.imbalance) if first.imbalance is not None else raw  # the pool every run sees
     folders = {key: out / "runs" / f"{key[0]}-b{key[1]}-seed{key[2]}" for key in configs}
-    rows = _run_all(configs, folders, raw, workers, ray_address, say, run_experiment)
+    rows = _run_all(configs, folders, raw, workers, ray_address, say)
     full_file = out / "full_pool.json"
     full = {int(k): v for k, v in json.loads(full_file.read_text()).items()} if full_file.exists() else {}
     for seed in seeds:
@@ -310,8 +310,11 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     return write(out, setting_list)
 
 
-def _run_all(configs, folders, data, workers, ray_address, say, run_experiment) -> dict:
+def _run_all(configs, folders, data, workers, ray_address, say) -> dict:
     """Every run's rows: on Ray, in worker processes, or here one after another."""
+    from batchal.distributed.studies import run_one
+    from batchal.experiment import run_experiment
+
     if ray_address is not None:
         from batchal.distributed.studies import run_study
 
@@ -326,7 +329,7 @@ def _run_all(configs, folders, data, workers, ray_address, say, run_experiment) 
         import multiprocessing
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {k: pool.submit(_run_in_worker, c.to_dict(), str(folders[k])) for k, c in configs.items()}
+            futures = {k: pool.submit(run_one, c.to_dict(), str(folders[k]), 1) for k, c in configs.items()}
             rows = {}
             for k, future in futures.items():
                 rows[k] = future.result()
@@ -338,10 +341,3 @@ def _run_all(configs, folders, data, workers, ray_address, say, run_experiment) 
         say(f"{k[0]} b={k[1]} seed {k[2]}: done, {rows[k][-1]['labelled']} labels, test accuracy {rows[k][-1]['test_accuracy']:.4f}")
     return rows
 
-
-def _run_in_worker(config: dict, folder: str) -> list[dict]:
-    from batchal.experiment import ExperimentConfig, run_experiment
-    from batchal.threads import use_threads
-
-    use_threads()
-    return run_experiment(ExperimentConfig(**config), Path(folder))

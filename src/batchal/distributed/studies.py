@@ -14,7 +14,9 @@ from typing import Callable, Optional
 from batchal.experiment import ExperimentConfig, run_experiment
 
 
-def _run_one(config: dict, run_dir: str, threads: float) -> list[dict]:
+def run_one(config: dict, run_dir: str, threads: float) -> list[dict]:
+    """One run in a process of its own (a Ray task, a worker process): its thread count, then
+    ``run_experiment`` on its folder, as in-process."""
     from batchal.distributed.cluster import use_threads
 
     use_threads(threads)
@@ -46,7 +48,7 @@ def run_study(
     ray = connect(address)
     if gpus_per_run > 0 and ray.cluster_resources().get("GPU", 0) <= 0:
         raise ValueError(f"--gpus-per-run {gpus_per_run} but the cluster at {address} has no GPU")
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1, retry_exceptions=False)(_run_one)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1, retry_exceptions=False)(run_one)
     pending = {task.remote(config.to_dict(), str(Path(folder).resolve()), cpus_per_run): name for name, (config, folder) in runs.items()}
     outcomes = {}
     while pending:
