@@ -230,9 +230,8 @@ def init_project(
     elif model == "mnist_cnn" and image_size < 12 and features is None:
         raise ValueError("--image-size must be >= 12 for the mnist_cnn model")
     standardise = not user_model and features is None
-    if standardise:  # batchal run's inputs for your own images: standardised by the images' per-channel mean and std
-        mean = std = 0.0 if grayscale else [0.0, 0.0, 0.0]
-        std = 1.0 if grayscale else [1.0, 1.0, 1.0]
+    if standardise:  # batchal run's inputs for your own images: decoded to [0, 1], then standardised per channel
+        mean, std = (0.0, 1.0) if grayscale else ([0.0] * 3, [1.0] * 3)
     paths, skipped, decoded = _scan_images(images_dir, image_size, grayscale, mean, std)
     if standardise and decoded:
         stacked = torch.stack(decoded)
@@ -375,6 +374,7 @@ class Project:
         self._features: Optional[torch.Tensor] = None
         self.unreadable: dict[int, str] = {}  # items whose image could not be read when loaded
         self._item_ids: Optional[list[int]] = None
+        self._position: Optional[dict[int, int]] = None
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self.state = "idle"
@@ -425,6 +425,12 @@ class Project:
                     self.unreadable[item] = str(exc)
             self._item_ids, self._features = kept, torch.stack(images)
         return self._item_ids, self._features
+
+    def positions(self) -> dict[int, int]:
+        """Item id -> its row in ``features()``, computed once (every label asks for a training split)."""
+        if self._position is None:  # features() are loaded once, so their order never changes
+            self._position = {item: n for n, item in enumerate(self.features()[0])}
+        return self._position
 
     def image_path(self, item_id: int) -> Optional[Path]:
         """Where the item's image is registered (None: no such item). Projects made before
@@ -610,7 +616,7 @@ class Project:
         if len(set(labels.values())) < 2:
             raise ValueError(f"{self.dir}: label items of two classes at least before exporting a model")
         ids, x = self.features()
-        position = {item: n for n, item in enumerate(ids)}
+        position = self.positions()
         items = [i for i in sorted(labels) if i in position]
         model, _ = self._train(items, labels, x, position)
         return self._save_weights(model, "final-model.pt")
@@ -632,7 +638,7 @@ class Project:
     def _diverse_batch(self, labels: Optional[dict[int, str]] = None) -> list[int]:
         labels = labels if labels is not None else self.store.current_labels()
         ids, x = self.features()
-        position = {item: n for n, item in enumerate(ids)}
+        position = self.positions()
         pool = self._pool(labels)
         if not pool:
             return []
@@ -699,9 +705,7 @@ class Project:
 
     def _train_job(self, job: tuple[list[int], dict[int, str]]):
         train_ids, labels = job
-        ids, x = self.features()
-        position = {item: n for n, item in enumerate(ids)}
-        return self._train(train_ids, labels, x, position)[0], len(train_ids)
+        return self._train(train_ids, labels, self.features()[1], self.positions())[0], len(train_ids)
 
     def close(self) -> None:
         """Stop background training (the one under way ends at its next epoch): call before exiting."""
@@ -714,8 +718,7 @@ class Project:
         if self.background is None:
             return
         labels = self.store.current_labels()
-        ids, _ = self.features()
-        _, _, train_ids = self._training_split(labels, {item: n for n, item in enumerate(ids)})
+        _, _, train_ids = self._training_split(labels, self.positions())
         if len({labels[i] for i in train_ids}) >= 2:
             self.background.request(self._training_key(train_ids, labels), (train_ids, dict(labels)))
 
@@ -748,7 +751,7 @@ class Project:
             self._add_batch("diversity", picks, self._audit_items(labels, set(picks), len(picks), self.round))
             return
         ids, x = self.features()
-        position = {item: n for n, item in enumerate(ids)}
+        position = self.positions()
         labelled_ids, audited, train_ids = self._training_split(labels, position)
         started = time.perf_counter()
         model, trained_on = self._model_for(train_ids, labels, x, position)
