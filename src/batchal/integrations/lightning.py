@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from batchal.acquire import acquire
-from batchal.acquisition.registry import get_strategy
 from batchal.bayesian.dropout import convert_dropout, mc_dropout
 from batchal.bayesian.predict import logits_of, predict_embeddings
 
@@ -65,6 +64,5 @@ def query(trainer, module, dataloaders, b: int, strategy: str = "batchbald", k: 
           **options) -> list[int]:
     """The next batch: ``b`` positions in the dataloader's pool, in pick order (through batchal.acquire,
     as every entry point; ``round_``, the batch's index, seeds it with ``seed``)."""
-    get_strategy(strategy)
     predictions = LightningPredictions(trainer, module, dataloaders)
     return acquire(strategy, predictions, range(predictions.size), b, seed=seed, round_=round_, mc_samples=k, options=options).picked

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from batchal.acquire import acquire
-from batchal.acquisition.registry import get_strategy
 
 
 def _log_probs(estimator, X: np.ndarray) -> torch.Tensor:
@@ -77,7 +76,6 @@ def query(estimator, X, y, batch_size: int, *, strategy: str = "batchbald", seed
     unlabelled = np.flatnonzero(np.isnan(y))
     if len(unlabelled) == 0:
         raise ValueError("every row of y is labelled: nothing left to query")
-    get_strategy(strategy)  # an unknown name is refused before anything is predicted
     labelled = np.flatnonzero(~np.isnan(y)).tolist()
     result = acquire(strategy, EstimatorPredictions(estimator, X, embeddings), unlabelled.tolist(), batch_size,
                      labelled=labelled, seed=seed, round_=round_, options=options)

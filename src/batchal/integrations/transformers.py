@@ -20,7 +20,6 @@ from typing import Optional
 import torch
 
 from batchal.acquire import acquire
-from batchal.acquisition.registry import get_strategy
 from batchal.bayesian.dropout import convert_dropout
 from batchal.bayesian.predict import predict_embeddings, predict_log_probs
 
@@ -67,7 +66,6 @@ def query(trainer, pool_dataset, b: int, strategy: str = "batchbald", k: int = 2
           **options) -> list[int]:
     """The next batch: ``b`` positions in ``pool_dataset``, in pick order (through batchal.acquire,
     as every entry point; ``round_``, the batch's index, seeds it with ``seed``)."""
-    get_strategy(strategy)
     return acquire(strategy, TrainerPredictions(trainer, pool_dataset), range(len(pool_dataset)), b, seed=seed or 0,
                    round_=round_, mc_samples=k, options=options).picked
 
