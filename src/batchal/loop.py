@@ -36,7 +36,7 @@ class ActiveLoop:
             raise ValueError("ids must be unique (as text: they key the saved state)")
         if num_items(inputs) != len(self.ids):
             raise ValueError(f"inputs hold {num_items(inputs)} items but {len(self.ids)} ids were given; one input per id, in order")
-        self.spec = get_strategy(strategy)
+        get_strategy(strategy)  # an unknown name is refused when the loop is made, not at its first query
         self.strategy, self.mc_samples, self.seed, self.batch_size = strategy, mc_samples, seed, batch_size
         self.inputs = inputs
         self.position = {str(i): n for n, i in enumerate(self.ids)}
