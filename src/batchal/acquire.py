@@ -33,8 +33,9 @@ from batchal.acquisition.registry import Selection, Strategy, get_strategy, sele
 from batchal.bayesian.ensemble import ensemble_log_probs
 from batchal.bayesian.predict import num_items, predict_embeddings, predict_log_probs
 
-#: What each seeded draw of a round is for (the third argument of round_seed).
-SEED_TRAIN, SEED_TRAIN_ORDER, SEED_EVALUATE, SEED_SUBSAMPLE, SEED_SELECT, SEED_SCORE = 1, 2, 3, 4, 5, 6
+#: What each seeded draw of a round is for (the third argument of round_seed); the runner's splits
+#: and stop set are drawn once, at round 0.
+SEED_TRAIN, SEED_TRAIN_ORDER, SEED_EVALUATE, SEED_SUBSAMPLE, SEED_SELECT, SEED_SCORE, SEED_SPLITS, SEED_STOP_SET = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 def round_seed(seed: int, round_: int, purpose: int) -> int:

@@ -28,7 +28,9 @@ from typing import Any, Optional, Protocol
 import torch
 
 from batchal.acquisition.badge import batch_diagnostics
-from batchal.acquire import ModelPredictions, acquire, round_seed as _round_seed
+from batchal.acquire import (
+    SEED_EVALUATE, SEED_SPLITS, SEED_STOP_SET, SEED_TRAIN, SEED_TRAIN_ORDER, ModelPredictions, acquire, round_seed,
+)
 from batchal.run_files import RunFileError, append_row, atomic_write, exclusive, read_config, read_results
 from batchal.acquisition.registry import get_strategy, strategies
 from batchal.acquisition.scores import predictive_probs
@@ -217,7 +219,7 @@ class Splits:
 
     @staticmethod
     def make(data: Dataset, config: ExperimentConfig) -> "Splits":
-        g = torch.Generator().manual_seed(_round_seed(config.seed, 0, 7))
+        g = torch.Generator().manual_seed(round_seed(config.seed, 0, SEED_SPLITS))
         if config.initial_indices is not None:
             # The paper's way: a fixed initial set, then the validation set drawn per seed from the rest.
             initial = torch.tensor(fixed_initial_indices(config.initial_indices), dtype=torch.long)
@@ -350,7 +352,7 @@ def _stop_set(rule, data: Dataset, splits: "Splits", config: ExperimentConfig) -
     if not isinstance(rule, StabilizingPredictions):
         return None
     start_pool = torch.tensor(sorted(set(range(len(data.train_y))) - set(splits.initial.tolist()) - set(splits.validation.tolist())))
-    g_stop = torch.Generator().manual_seed(_round_seed(config.seed, 0, 8))
+    g_stop = torch.Generator().manual_seed(round_seed(config.seed, 0, SEED_STOP_SET))
     return data.train_x[start_pool[torch.randperm(len(start_pool), generator=g_stop)[: rule.stop_set_size]]]
 
 
@@ -367,11 +369,11 @@ def train_round(config: ExperimentConfig, data: Dataset, labelled: list[int], va
 
     if config.posterior == "ensemble":
         models = train_ensemble(lambda: build_model(config.model, data.input_shape, data.num_classes).to(device),
-                                config.members, fit, seed=_round_seed(config.seed, round_, 1))
+                                config.members, fit, seed=round_seed(config.seed, round_, SEED_TRAIN))
     else:
-        torch.manual_seed(_round_seed(config.seed, round_, 1))
+        torch.manual_seed(round_seed(config.seed, round_, SEED_TRAIN))
         models = [build_model(config.model, data.input_shape, data.num_classes).to(device)]
-        fit(models[0], torch.Generator().manual_seed(_round_seed(config.seed, round_, 2)))
+        fit(models[0], torch.Generator().manual_seed(round_seed(config.seed, round_, SEED_TRAIN_ORDER)))
     return models, histories
 
 
@@ -379,7 +381,7 @@ def evaluate_round(models: list, data: Dataset, config: ExperimentConfig, round_
     if config.posterior == "ensemble":
         return metrics_of(ensemble_log_probs(models, data.test_x, config.eval_batch_size, device=device), data.test_y)
     return evaluate(models[0], data.test_x, data.test_y, config.test_mc_samples, config.eval_batch_size,
-                    seed=_round_seed(config.seed, round_, 3), device=device)
+                    seed=round_seed(config.seed, round_, SEED_EVALUATE), device=device)
 
 
 def _acquire_round(config: ExperimentConfig, data: Dataset, models: list, rows: list[dict], pool: torch.Tensor, labelled: list[int],
