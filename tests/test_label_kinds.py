@@ -133,15 +133,16 @@ def mixture_information_by_quadrature(mean_K, var_K):
 def test_regression_bald_bound_and_estimate_against_numerical_integration():
     mean, var = regression_pool(6, 5, seed=2)
     mean, var = mean.double(), var.double()
-    bound = regression.moment_bald(mean, var)
-    estimate = regression.sampled_bald(mean, var, num_samples=20_000, generator=torch.Generator().manual_seed(0))
+    pool = regression.check_regression(mean, var)
+    bound = regression.moment_bald(pool)
+    estimate = regression.sampled_bald(pool, num_samples=20_000, generator=torch.Generator().manual_seed(0))
     for n in range(6):
         exact = mixture_information_by_quadrature(mean[n], var[n])
         assert bound[n] >= exact - 1e-6  # an upper bound
         assert estimate[n] == pytest.approx(exact, abs=0.02)
     # One component: no disagreement, no information, by both estimators.
     same = torch.zeros(1, 4, dtype=torch.float64)
-    assert regression.moment_bald(same, torch.ones(1, 4)).item() == pytest.approx(0, abs=1e-12)
+    assert regression.moment_bald(regression.check_regression(same, torch.ones(1, 4))).item() == pytest.approx(0, abs=1e-12)
 
 
 def test_regression_batchbald_equals_its_closed_form_and_brute_force_greedy():
@@ -164,8 +165,9 @@ def test_regression_maxdet_is_brute_force_greedy_log_det():
 def test_regression_inputs_are_refused_by_name():
     mean, var = regression_pool(5, 3)
     cases = [({"mean_N_K": mean}, "exactly one"), ({"mean_N_K": mean, "var_N_K": var, "noise": 1.0}, "exactly one"),
-             ({"mean_N_K": mean, "var_N_K": var[:, :2]}, "var_N_K must be a tensor of mean_N_K's shape"),
-             ({"mean_N_K": mean, "noise": -1.0}, "finite and > 0"), ({"mean_N_K": mean[0], "noise": 1.0}, "mean_N_K must be N x K"),
+             ({"mean_N_K": mean, "var_N_K": var[:, :2]}, "var_N_K must have mean_N_K's shape"),
+             ({"mean_N_K": mean, "noise": -1.0}, "noise must be > 0"), ({"mean_N_K": mean[0], "noise": 1.0}, "mean_N_K must have 2 dimensions"),
+             ({"mean_N_K": mean, "var_N_K": -var}, "var_N_K must be > 0"),
              ({"noise": 1.0}, "needs mean_N_K")]
     for kwargs, words in cases:
         with pytest.raises(ValueError, match=words):
@@ -257,9 +259,9 @@ def test_the_pool_input_is_required_and_named(strategy):
 def test_malformed_pools_are_refused_by_name():
     with pytest.raises(ValueError, match="log_probs_N_K_L must hold log-probabilities"):
         batchal.select("multilabel_bald", 2, log_probs_N_K_L=torch.randn(5, 3, 2) + 1)
-    with pytest.raises(ValueError, match="log_probs_N_K_L must be N x K x L"):
+    with pytest.raises(ValueError, match=r"log_probs_N_K_L must have 3 dimensions \(N x K x L\)"):
         batchal.select("multilabel_bald", 2, log_probs_N_K_L=torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="log_probs_N_K_C_H_W must be N x K x C"):
+    with pytest.raises(ValueError, match=r"log_probs_N_K_C_H_W must have 4 or more dimensions \(N x K x C"):
         batchal.select("segmentation_bald", 2, log_probs_N_K_C_H_W=torch.zeros(5, 3, 2))
     with pytest.raises(ValueError, match="reduction"):
         batchal.select("segmentation_bald", 2, log_probs_N_K_C_H_W=dense_log_probs(5, 2, 2, 2, 2), reduction="max")

@@ -21,16 +21,12 @@ import math
 import torch
 
 from batchal.acquisition import scores as _scores
+from batchal.acquisition.validation import check_normalised_log_probs
 
 
 def check_dense_log_probs(value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"log_probs_N_K_C_H_W must be a torch.Tensor N x K x C x H x W, got {type(value).__name__}")
-    if value.dim() < 4 or min(value.shape) == 0:
-        raise ValueError(f"log_probs_N_K_C_H_W must be N x K x C followed by one or more spatial sizes, got shape {tuple(value.shape)}")
-    if not value.is_floating_point() or torch.isnan(value).any() or (value > 1e-6).any():
-        raise ValueError("log_probs_N_K_C_H_W must hold log-probabilities (floating point, <= 0, no NaN): pass log_softmax over C")
-    return value
+    """log_probs_N_K_C_H_W checked by the contract's shared checks: normalised over C (dimension 2)."""
+    return check_normalised_log_probs(value, "log_probs_N_K_C_H_W", (4, 32), 2, "N x K x C followed by one or more spatial sizes")
 
 
 def pixels_last(log_probs: torch.Tensor) -> torch.Tensor:

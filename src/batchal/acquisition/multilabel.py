@@ -19,19 +19,12 @@ from __future__ import annotations
 import torch
 
 from batchal.acquisition import scores as _scores
+from batchal.acquisition.validation import check_binary_log_probs
 
 
 def check_multilabel_log_probs(value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"log_probs_N_K_L must be a torch.Tensor N x K x L (log sigmoid outputs), got {type(value).__name__}")
-    if value.dim() != 3 or min(value.shape) == 0:
-        raise ValueError(f"log_probs_N_K_L must be N x K x L with every size >= 1, got shape {tuple(value.shape)}")
-    if not value.is_floating_point():
-        raise ValueError(f"log_probs_N_K_L must be floating point, got {value.dtype}")
-    if torch.isnan(value).any() or (value > 1e-6).any():
-        raise ValueError("log_probs_N_K_L must hold log-probabilities of label l being present (<= 0, no NaN): "
-                         "pass F.logsigmoid(logits), not the logits")
-    return value.clamp(max=0.0)
+    """log_probs_N_K_L checked by the contract's shared checks (``validation.check_binary_log_probs``)."""
+    return check_binary_log_probs(value, "log_probs_N_K_L")
 
 
 def binary_log_probs(log_probs_N_K_L: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ validates inputs and options once, in the same way for all of them, then calls t
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -30,6 +31,7 @@ from batchal.acquisition import scores as _scores
 from batchal.checks import check_batch_size, check_positive_float, check_positive_int, check_random_state
 from batchal.acquisition.validation import (
     check_embeddings,
+    check_finite,
     check_log_probs,
     embedding_exponent,
     embedding_scale,
@@ -92,6 +94,8 @@ class Inputs:
     embeddings_N_D: Optional[torch.Tensor]
     progress: Optional[Callable[[int, int], None]]
     pool: Optional[int] = None  # the pool's size when a label kind's own input carries it
+    #: e where select() rescaled the features (and labelled features) by 2^e (0: not rescaled).
+    embedding_exponent: int = 0
 
     @property
     def pool_size(self) -> int:
@@ -275,6 +279,7 @@ def select(
         embeddings_N_D=embeddings_N_D,
         progress=progress,
         pool=pool_size if spec.pool_input is not None else None,
+        embedding_exponent=exponent,
     )
     indices, picked_scores, info = spec.run(inputs, **checked)
     if exponent != 0:
@@ -335,10 +340,10 @@ def _random(inputs: Inputs):
     return order, torch.zeros(inputs.batch_size, dtype=torch.float64), {}
 
 
-def _check_num_samples(inputs: Inputs, num_samples: int) -> None:
-    K = inputs.log_probs_N_K_C.shape[1]
+def _check_num_samples(K: int, num_samples: int) -> None:
+    """Every strategy with a num_samples option: at least one sampled configuration (or draw) per posterior sample."""
     if num_samples < K:
-        raise ValueError(f"num_samples={num_samples} is smaller than K={K}; expected num_samples >= K (at least one sampled configuration per MC sample)")
+        raise ValueError(f"num_samples={num_samples} is smaller than K={K}; expected num_samples >= K (at least one sampled configuration per posterior sample)")
 
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32}
@@ -370,7 +375,7 @@ def _batchbald(
     tie_tolerance: float = _bb.TIE_TOLERANCE,
     bound_groups: Optional[int] = _bb.BOUND_GROUPS,
 ):
-    _check_num_samples(inputs, num_samples)
+    _check_num_samples(inputs.log_probs_N_K_C.shape[1], num_samples)
     log_probs_N_K_C = inputs.log_probs_N_K_C
     # Only the `prefilter` points of highest BALD score compete.
     kept_N = _prefilter(_scores.bald(log_probs_N_K_C), prefilter, inputs.batch_size) if prefilter is not None else None
@@ -633,13 +638,12 @@ def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples:
         log_probs_N_K_L = log_probs_N_K_L[kept_N.to(log_probs_N_K_L.device)]
     binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
     N, K, L, _ = binary.shape
+    _check_num_samples(K, num_samples)
     if 2**L <= max_configurations:
         if N * K * 2**L * 8 > memory_bytes:
             raise ValueError(f"the product encoding would hold N x K x 2^L = {N} x {K} x {2**L} float64 values "
                              f"({N * K * 2**L * 8 / 2**20:.0f} MiB) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
                              "pass prefilter=m (the m points of highest multi-label BALD compete) or raise memory_bytes")
-        if num_samples < K:
-            raise ValueError(f"num_samples={num_samples} is smaller than K={K}")
         result = _bb.batchbald(_factorised.product_log_probs(binary), inputs.batch_size, num_samples=num_samples,
                                generator=inputs.generator, memory_bytes=memory_bytes, progress=inputs.progress)
         indices, scores, info = result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
@@ -664,20 +668,26 @@ def _check_estimator(value):
 
 
 def _regression_bald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None, estimator: str = "moment", num_samples: int = 4096):
-    mean, var = _regression.check_regression(mean_N_K, var_N_K, noise)
-    scores_N = _regression.moment_bald(mean, var) if estimator == "moment" else _regression.sampled_bald(mean, var, num_samples, inputs.generator)
+    pool = _regression.check_regression(mean_N_K, var_N_K, noise)
+    if estimator == "sampled":
+        _check_num_samples(pool.centred_N_K.shape[1], num_samples)  # at least one draw per component
+    scores_N = _regression.moment_bald(pool) if estimator == "moment" else _regression.sampled_bald(pool, num_samples, inputs.generator)
     return _top_b_of(scores_N, inputs)
 
 
 def _regression_batchbald_run(inputs: Inputs, mean_N_K=None, var_N_K=None, noise=None):
-    mean, var = _regression.check_regression(mean_N_K, var_N_K, noise)
-    picks, gains = _regression.gaussian_joint(mean, var, inputs.batch_size)
-    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
+    pool = _regression.check_regression(mean_N_K, var_N_K, noise)
+    picks, gains, info = _regression.gaussian_joint(pool, inputs.batch_size, inputs.generator)
+    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), info
 
 
 def _regression_maxdet_run(inputs: Inputs, noise: float = 1.0, labelled_embeddings=None):
-    picks, gains = _regression.maxdet(inputs.embeddings_N_D, noise, inputs.batch_size, labelled_embeddings)
-    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), {}
+    # select() may have rescaled the features by 2^e (Inputs.embedding_exponent): the noise, a
+    # variance in the features' units, is rescaled by 2^(2e) with them, in logs.
+    log_noise = math.log(noise) + 2 * inputs.embedding_exponent * math.log(2.0)
+    picks, gains, info = _regression.maxdet(inputs.embeddings_N_D, noise, inputs.batch_size, labelled_embeddings,
+                                            generator=inputs.generator, log_noise=log_noise)
+    return picks, torch.tensor(gains, dtype=torch.float64).cumsum(0), info
 
 
 def _check_reduction(value):
@@ -702,6 +712,7 @@ def _segmentation_scores(score: str):
 
 def _segmentation_batchbald_run(inputs: Inputs, log_probs_N_K_C_H_W=None, pixels: Optional[int] = 64, num_samples: int = 1024,
                                 memory_bytes: int = _bb.DEFAULT_MEMORY_BYTES):
+    _check_num_samples(log_probs_N_K_C_H_W.shape[1], num_samples)
     spatial = tuple(log_probs_N_K_C_H_W.shape[3:])
     chosen = _factorised.choose_pixels(spatial, pixels, inputs.generator)
     items = _dense.pixels_last(log_probs_N_K_C_H_W)[:, :, chosen.to(log_probs_N_K_C_H_W.device)]  # N x K x P x C
@@ -732,7 +743,11 @@ register(Strategy(
     "Score: squared distance to the nearest earlier pick.",
     options={"log_probs_N_K_L": _multilabel.check_multilabel_log_probs},
 ))
-_regression_options = {"mean_N_K": lambda v: v, "var_N_K": lambda v: v, "noise": lambda v: v}
+# Checked before the batch size is compared with the pool (an empty pool is named by its argument);
+# check_regression then checks them together (one noise, shapes alike).
+_regression_options = {"mean_N_K": lambda v: check_finite(v, "mean_N_K", 2, "N x K: predictive means of K posterior samples"),
+                       "var_N_K": lambda v: None if v is None else check_finite(v, "var_N_K", 2, "N x K: predictive variances", positive=True),
+                       "noise": lambda v: None if v is None else check_positive_float(v, "noise")}
 register(Strategy(
     "regression_bald", _regression_bald_run, needs_log_probs=False, needs_embeddings=False, pool_input="mean_N_K", kind="regression",
     summary="Regression BALD: I(y; w) under the K-component Gaussian mixture (mean_N_K with var_N_K or noise), by the "

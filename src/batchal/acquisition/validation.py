@@ -36,13 +36,19 @@ def normalisation_tolerance(dtype: torch.dtype, num_classes: int) -> float:
     return max(NORMALISATION_TOLERANCE, eps * (4 + math.log(num_classes)))
 
 
-def as_float_tensor(value, name: str, ndim: int, shape_hint: str, allow_integers: bool = False) -> torch.Tensor:
-    """Return ``value`` as a floating-point tensor with ``ndim`` dimensions, or raise.
+def as_float_tensor(value, name: str, ndim, shape_hint: str, allow_integers: bool = False) -> torch.Tensor:
+    """Return ``value`` as a floating-point tensor with ``ndim`` dimensions (an int, or a
+    ``(least, most)`` range), or raise naming ``name``.
 
     numpy arrays of any layout (negative strides, Fortran order) are accepted; the result is
     detached from any autograd graph (strategies never differentiate through their inputs).
+    Refused by name: meta tensors (no data), complex, boolean and object values, integers
+    unless ``allow_integers`` (features, means and variances may be counts; log-probabilities
+    may not), and a pool with no points or an empty dimension.
     """
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "c":
+            raise ValueError(f"{name} must be real, got a complex numpy array ({value.dtype}); expected a float array of shape {shape_hint}")
         if value.dtype.kind not in "fiub":
             raise ValueError(f"{name} must hold numbers, got a numpy array of dtype {value.dtype}; expected a float array of shape {shape_hint}")
         # torch cannot view negative strides (a reversed array): copy those, share the rest.
@@ -52,10 +58,14 @@ def as_float_tensor(value, name: str, ndim: int, shape_hint: str, allow_integers
     if value.device.type == "meta":
         raise ValueError(f"{name} is on the 'meta' device, which holds shapes but no data; move it to 'cpu' or 'cuda' first")
     value = value.detach()
-    if value.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions ({shape_hint}), got shape {tuple(value.shape)}")
+    least, most = (ndim, ndim) if isinstance(ndim, int) else ndim
+    if not least <= value.dim() <= most:
+        wanted = f"{least}" if least == most else f"{least} or more"
+        raise ValueError(f"{name} must have {wanted} dimensions ({shape_hint}), got shape {tuple(value.shape)}")
+    if value.is_complex():
+        raise ValueError(f"{name} must be real, got dtype {value.dtype}; a complex value's imaginary part would be lost")
     if not value.is_floating_point():
-        if allow_integers and value.dtype != torch.bool and not value.is_complex():
+        if allow_integers and value.dtype != torch.bool:
             value = value.double()  # integer features (counts, pixel values) are exact in float64
         else:
             raise ValueError(f"{name} must be floating point, got dtype {value.dtype}")
@@ -73,6 +83,42 @@ def _row_chunks(tensor: torch.Tensor):
         yield start, tensor[start : start + step]
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs (float16, bfloat16) as float32, so every strategy computes in float32 or float64."""
+    return tensor.float() if torch.finfo(tensor.dtype).bits < 32 else tensor
+
+
+def _refuse_nan_and_posinf(chunk: torch.Tensor, start: int, name: str, what: str) -> None:
+    if torch.isnan(chunk).any():
+        n = start + int(torch.isnan(chunk).flatten(1).any(1).nonzero()[0])
+        raise ValueError(f"{name} contains NaN (first at pool position {n}); expected {what}")
+    if torch.isposinf(chunk).any():
+        n = start + int(torch.isposinf(chunk).flatten(1).any(1).nonzero()[0])
+        raise ValueError(f"{name} contains +inf (first at pool position {n}); log-probabilities are <= 0")
+
+
+def check_normalised_log_probs(value, name: str, ndim, class_dim: int, shape_hint: str) -> torch.Tensor:
+    """Check log-probabilities normalised over ``class_dim``: no NaN or +inf, logsumexp over the
+    classes 0 within ``normalisation_tolerance`` of the dtype; ``-inf`` allowed (a class of
+    probability zero). The one check behind every kind's categorical input (N x K x C for
+    classification, N x K x C x H x W for segmentation). Half precision comes back as float32."""
+    value = as_float_tensor(value, name, ndim, shape_hint)
+    tolerance = normalisation_tolerance(value.dtype, value.shape[class_dim])
+    for start, chunk in _row_chunks(value):
+        _refuse_nan_and_posinf(chunk, start, name, "finite log-probabilities")
+        total = torch.logsumexp(chunk.double(), dim=class_dim)
+        bad = (total.abs() > tolerance) | torch.isnan(total)
+        if bad.any():
+            where = [int(i) for i in bad.nonzero()[0]]
+            n, k = start + where[0], where[1]
+            raise ValueError(
+                f"{name} must be log-probabilities (logsumexp over the classes, dimension {class_dim}, equal to 0), but at "
+                f"pool position {n}, sample {k} it is {float(total[tuple(where)]):.4g} (tolerance {tolerance:.2g} for {value.dtype}); "
+                f"if these are logits, apply log_softmax over dimension {class_dim} (the classes)"
+            )
+    return _at_least_float32(value)
+
+
 def check_log_probs(log_probs_N_K_C, name: str = "log_probs_N_K_C") -> torch.Tensor:
     """Check MC log-probabilities of shape N x K x C: no NaN or +inf, each row normalised
     (within a tolerance that depends on the dtype: ``normalisation_tolerance``).
@@ -80,27 +126,37 @@ def check_log_probs(log_probs_N_K_C, name: str = "log_probs_N_K_C") -> torch.Ten
     ``-inf`` is allowed (a class of probability zero). Half-precision inputs (float16,
     bfloat16) are returned as float32, so every strategy computes in float32 or float64.
     """
-    log_probs_N_K_C = as_float_tensor(log_probs_N_K_C, name, 3, "N x K x C")
-    tolerance = normalisation_tolerance(log_probs_N_K_C.dtype, log_probs_N_K_C.shape[2])
-    for start, chunk in _row_chunks(log_probs_N_K_C):
-        if torch.isnan(chunk).any():
-            n = start + int(torch.isnan(chunk).flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"{name} contains NaN (first at pool position {n}); expected finite log-probabilities")
-        if torch.isposinf(chunk).any():
-            n = start + int(torch.isposinf(chunk).flatten(1).any(1).nonzero()[0])
-            raise ValueError(f"{name} contains +inf (first at pool position {n}); log-probabilities are <= 0")
-        total = torch.logsumexp(chunk.double(), dim=2)
-        bad = (total.abs() > tolerance) | torch.isnan(total)
-        if bad.any():
-            n, k = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"{name} must be log-probabilities (logsumexp over C equal to 0), but at pool position "
-                f"{start + n}, sample {k} it is {float(total[n, k]):.4g} (tolerance {tolerance:.2g} for {log_probs_N_K_C.dtype}); "
-                "if these are logits, apply log_softmax over the last dimension"
-            )
-    if torch.finfo(log_probs_N_K_C.dtype).bits < 32:
-        log_probs_N_K_C = log_probs_N_K_C.float()
-    return log_probs_N_K_C
+    return check_normalised_log_probs(log_probs_N_K_C, name, 3, 2, "N x K x C")
+
+
+def check_binary_log_probs(value, name: str = "log_probs_N_K_L") -> torch.Tensor:
+    """Check log p(y_l = 1) of L independent binary labels, N x K x L (log sigmoid outputs): no
+    NaN or +inf, every value <= 0 within the dtype's tolerance (each label's own normalisation:
+    p <= 1; logits are refused as soon as one is positive); returned clamped at 0."""
+    value = as_float_tensor(value, name, 3, "N x K x L")
+    tolerance = normalisation_tolerance(value.dtype, 2)
+    for start, chunk in _row_chunks(value):
+        _refuse_nan_and_posinf(chunk, start, name, "finite log-probabilities")
+        if (chunk > tolerance).any():
+            n = start + int((chunk > tolerance).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"{name} must hold log-probabilities of label l being present (<= 0), but pool position {n} "
+                             f"has {float(chunk[n - start].max()):.4g}: pass F.logsigmoid(logits), not the logits")
+    return _at_least_float32(value).clamp(max=0.0)
+
+
+def check_finite(value, name: str, ndim, shape_hint: str, positive: bool = False) -> torch.Tensor:
+    """Check real values (features, means, variances): finite, and > 0 when ``positive``;
+    integers accepted as exact float64; half precision returned as float32."""
+    value = as_float_tensor(value, name, ndim, shape_hint, allow_integers=True)
+    for start, chunk in _row_chunks(value):
+        finite = torch.isfinite(chunk)
+        if not finite.all():
+            n = start + int((~finite).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"{name} contains NaN or inf (first at pool position {n}); expected finite values")
+        if positive and not (chunk > 0).all():
+            n = start + int((chunk <= 0).flatten(1).any(1).nonzero()[0])
+            raise ValueError(f"{name} must be > 0 everywhere (variances), but pool position {n} has {float(chunk[n - start].min()):.4g}")
+    return _at_least_float32(value)
 
 
 def samples_identical(log_probs_N_K_C: torch.Tensor) -> bool:
@@ -115,15 +171,7 @@ def samples_identical(log_probs_N_K_C: torch.Tensor) -> bool:
 
 def check_embeddings(embeddings_N_D, name: str = "embeddings_N_D") -> torch.Tensor:
     """Check an N x D feature matrix: two dimensions, every value finite."""
-    embeddings_N_D = as_float_tensor(embeddings_N_D, name, 2, "N x D", allow_integers=True)
-    for start, chunk in _row_chunks(embeddings_N_D):
-        finite = torch.isfinite(chunk)
-        if not finite.all():
-            n = start + int((~finite).any(1).nonzero()[0])
-            raise ValueError(f"{name} contains NaN or inf (first at row {n}); expected finite features")
-    if torch.finfo(embeddings_N_D.dtype).bits < 32:
-        embeddings_N_D = embeddings_N_D.float()
-    return embeddings_N_D
+    return check_finite(embeddings_N_D, name, 2, "N x D")
 
 
 def _max_abs(tensor: torch.Tensor) -> float:
