@@ -234,26 +234,9 @@ NEW = MULTI + REGRESSION + SEGMENTATION
 
 
 @pytest.mark.parametrize("strategy", NEW)
-def test_contract(strategy):
-    a = batchal.select(strategy, 4, seed=3, **kind_inputs(strategy))
-    b = batchal.select(strategy, 4, seed=3, **kind_inputs(strategy))
-    assert torch.equal(a.indices, b.indices) and torch.allclose(a.scores, b.scores)
-    assert a.indices.dtype == torch.long and len(set(a.indices.tolist())) == 4 and torch.isfinite(a.scores).all()
-    whole = batchal.select(strategy, 12, seed=0, **kind_inputs(strategy))
-    assert sorted(whole.indices.tolist()) == list(range(12))
-    one = batchal.select(strategy, 1, seed=0, **kind_inputs(strategy, n=1))
-    assert one.indices.tolist() == [0]
-    with pytest.raises(ValueError, match="batch_size"):
-        batchal.select(strategy, 13, seed=0, **kind_inputs(strategy))
-    assert "[" in batchal.acquisition.registry.describe(strategy)  # its kind and pool input are listed
-
-
-@pytest.mark.parametrize("strategy", [s for s in NEW if s != "regression_maxdet"])
-def test_the_pool_input_is_required_and_named(strategy):
-    spec = batchal.acquisition.registry.get_strategy(strategy)
-    extra = {"embeddings_N_D": torch.randn(5, 3)} if spec.needs_embeddings else {}
-    with pytest.raises(ValueError, match=spec.pool_input):
-        batchal.select(strategy, 2, **extra)
+def test_describe_names_the_kind_and_its_pool_input(strategy):
+    # The contract itself runs over every kind in test_conformance.py (batchal.check_strategy's checks).
+    assert "[" in batchal.acquisition.registry.describe(strategy)
 
 
 def test_malformed_pools_are_refused_by_name():

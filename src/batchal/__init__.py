@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Selection": "batchal.acquisition", "describe": "batchal.acquisition", "register": "batchal.acquisition",
+    "Selection": "batchal.acquisition", "check_strategy": "batchal.acquisition", "describe": "batchal.acquisition", "register": "batchal.acquisition",
     "scores": "batchal.acquisition", "select": "batchal.acquisition", "strategies": "batchal.acquisition",
     "ConsistentMCDropout": "batchal.bayesian", "ConsistentMCDropout2d": "batchal.bayesian", "convert_dropout": "batchal.bayesian",
     "mc_dropout": "batchal.bayesian", "predict_embeddings": "batchal.bayesian", "predict_log_probs": "batchal.bayesian",

@@ -28,7 +28,7 @@ from batchal.acquisition import regression as _regression
 from batchal.acquisition import epig as _epig
 from batchal.acquisition import kdpp as _kdpp
 from batchal.acquisition import scores as _scores
-from batchal.checks import check_batch_size, check_positive_float, check_positive_int, check_random_state
+from batchal.checks import as_number, check_batch_size, check_positive_float, check_positive_int, check_random_state, is_real_number
 from batchal.acquisition.validation import (
     check_embeddings,
     check_finite,
@@ -697,7 +697,8 @@ def _check_reduction(value):
 
 
 def _check_fraction(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    value = as_number(value)
+    if not is_real_number(value) or not 0 < value <= 1:
         raise ValueError(f"top_fraction must be in (0, 1], got {value!r}")
     return float(value)
 
