@@ -8,9 +8,11 @@ Input ``log_probs_N_K_C_H_W`` (any trailing spatial shape: N x K x C x S...): lo
 - ``segmentation_batchbald``: BatchBALD over images, each image a factorised item of its pixels
   (independent given w: the usual per-pixel softmax head), on ``pixels`` positions drawn once
   uniformly (the same for every image, seeded by the selection's seed; default 64), with the
-  sampled joint of ``factorised.sampled_batchbald``. Memory: the pool's N x S x K
-  log-likelihoods (float64) must fit in ``memory_bytes``, checked before anything is drawn; the
-  images are processed in blocks. Stated reduction: the batch's information over the sampled
+  sampled joint of ``factorised.sampled_batchbald``. Memory: ``memory_bytes`` caps
+  everything it holds above its input: the pool's N x S x K log-likelihoods (float64, the floor)
+  plus one image's chosen pixels and draws at a time and blocks of candidates within the rest;
+  a cap below floor + one image's working memory is refused before anything is drawn, with
+  the number needed (benchmarks/bench_memory_caps.py measures the peaks). Stated reduction: the batch's information over the sampled
   pixels estimates that over the whole masks only up to this subsampling.
 """
 

@@ -18,7 +18,7 @@ item in B. Two ways to compute it:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -41,49 +41,91 @@ def conditional_entropy_items(log_probs_N_K_V_C: torch.Tensor) -> torch.Tensor:
     return conditional_entropy(log_probs_N_K_V_C.permute(0, 2, 1, 3).reshape(N * V, K, C)).double().reshape(N, V).sum(1)
 
 
-def _draw_log_likelihoods(log_probs_n_K_V_C: torch.Tensor, components_S: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """For S draws y^s ~ p(. | w_{k_s}) of one block of items: log p(y^s | w_k) for every k,
-    summed over the item's variables: n x S x K."""
-    n, K, V, C = log_probs_n_K_V_C.shape
-    S = components_S.shape[0]
-    probs = log_probs_n_K_V_C.double().exp()[:, components_S]  # n x S x V x C: each draw's own component
-    flat = probs.reshape(-1, C)
-    values = torch.multinomial(flat.cpu() / flat.sum(1, keepdim=True).cpu(), 1, generator=generator).reshape(n, S, V).to(probs.device)
-    # log p(y^s_v | w_k) for all k: gather the drawn value from every component's distribution.
-    lp = log_probs_n_K_V_C.double()  # n x K x V x C
-    index = values[:, None, :, :].permute(0, 1, 3, 2)  # n x 1 x V x S
-    gathered = torch.gather(lp, 3, index.expand(n, K, V, S))  # n x K x V x S
-    return gathered.sum(2).permute(0, 2, 1)  # n x S x K
+#: Items = a function (start, stop) -> the n x K x V x C log-probabilities of items start..stop-1,
+#: so that the pool's items (pixels of a mask, binary labels) are never copied whole.
+Items = Callable[[int, int], torch.Tensor]
+
+
+def _draw_log_likelihoods(item_K_V_C: torch.Tensor, per: int, generator: torch.Generator, work_bytes: int = 1 << 26) -> torch.Tensor:
+    """S = K * per draws of one item, ``per`` from each p(. | w_k) (the draws of component k are
+    rows k*per..(k+1)*per-1), and log p(y^s | w_k') for every k', summed over the item's
+    variables: S x K. The sum over V is an embedding-bag lookup (never an S x V x K array), and
+    the draws are made ``chunk`` at a time so that their values (chunk x V integers, a few
+    copies) stay within ``work_bytes``."""
+    K, V, C = item_K_V_C.shape
+    lp = item_K_V_C.double()
+    probs = lp.exp()
+    probs = (probs / probs.sum(2, keepdim=True)).cpu()
+    table_VC_K = lp.permute(1, 2, 0).reshape(V * C, K)
+    offsets = torch.arange(V, device=lp.device) * C  # position of (v, y_v) in the V*C table
+    chunk = max(1, min(per, work_bytes // (3 * V * 8)))
+    out = torch.empty(K * per, K, dtype=torch.float64, device=lp.device)
+    for k in range(K):
+        for start in range(0, per, chunk):
+            count = min(chunk, per - start)
+            values_V_n = torch.multinomial(probs[k], count, replacement=True, generator=generator)
+            rows = k * per + start
+            out[rows : rows + count] = torch.nn.functional.embedding_bag(values_V_n.t().to(lp.device) + offsets, table_VC_K, mode="sum")
+    return out
+
+
+def sampled_memory_floor(N: int, S: int, K: int) -> int:
+    """Bytes sampled BatchBALD holds whatever its working budget: the pool's draws N x S x K
+    (float64, the model of the joint) and the batch's S x K log-likelihoods."""
+    return (N + 1) * S * K * 8
 
 
 def sampled_batchbald(
-    log_probs_N_K_V_C: torch.Tensor,
+    items: Items | torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
     num_samples: int = 1024,
     memory_bytes: int = 1 << 30,
+    pool_size: Optional[int] = None,
 ) -> tuple[list[int], list[float], dict]:
     """Greedy BatchBALD over factorised items with the sampled joint (module docstring). Scores:
-    the estimated I(y_1..y_n; w) after pick n (nats)."""
-    N, K, V, C = log_probs_N_K_V_C.shape
+    the estimated I(y_1..y_n; w) after pick n (nats).
+
+    ``items``: an N x K x V x C tensor, or a function (start, stop) -> the items start..stop-1
+    (with ``pool_size``) so that a strategy need not copy its pool. ``memory_bytes`` caps what
+    this function holds above its input: the floor (``sampled_memory_floor``: the pool's N x S x
+    K draws) plus working blocks within the rest; a cap that leaves no room for one candidate's
+    working block is refused before anything is drawn, with the number needed."""
+    if isinstance(items, torch.Tensor):
+        tensor = items
+        items, pool_size = (lambda start, stop: tensor[start:stop]), tensor.shape[0]
+    N = pool_size
+    first = items(0, 1)
+    _, K, V, C = first.shape
     per = max(1, num_samples // K)
     S = per * K
-    if N * S * K * 8 > memory_bytes:
-        raise ValueError(f"sampled BatchBALD would hold N x S x K = {N} x {S} x {K} float64 log-likelihoods "
-                         f"({N * S * K * 8 / 2**20:.0f} MiB) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
-                         "lower num_samples, prefilter the pool or raise memory_bytes")
-    components_S = torch.arange(K).repeat_interleave(per).to(log_probs_N_K_V_C.device)
-    step = max(1, (1 << 24) // max(1, S * K * V))
-    draws_N_S_K = torch.cat([_draw_log_likelihoods(log_probs_N_K_V_C[i : i + step], components_S, generator)
-                             for i in range(0, N, step)])
-    conditional_N = conditional_entropy_items(log_probs_N_K_V_C)
-    joint_S_K = torch.zeros(S, K, dtype=torch.float64, device=draws_N_S_K.device)  # log p(y_B^s | w_k)
-    available = torch.ones(N, dtype=torch.bool, device=draws_N_S_K.device)
+    floor = sampled_memory_floor(N, S, K)
+    per_candidate = 3 * S * K * 8  # the logsumexp's temporaries of one candidate's S x K block
+    per_item = S * K * 8 + 4 * K * V * C * 8 + 3 * V * 8  # one item's draws, its probabilities (a few copies), one draw's values
+    needed = floor + max(per_candidate, per_item)
+    if needed > memory_bytes:
+        raise ValueError(f"sampled BatchBALD holds the pool's N x S x K = {N} x {S} x {K} float64 log-likelihoods "
+                         f"({floor / 2**20:.1f} MiB) and needs at least {math.ceil(needed / 2**20)} MiB in all, above "
+                         f"memory_bytes = {memory_bytes / 2**20:.0f} MiB; raise memory_bytes to {math.ceil(needed / 2**20)} MiB, "
+                         "lower num_samples or prefilter the pool")
+    device = first.device
+    draws_N_S_K = torch.empty(N, S, K, dtype=torch.float64, device=device)
+    conditional_N = torch.empty(N, dtype=torch.float64, device=device)
+    for i in range(N):
+        item = items(i, i + 1)
+        draws_N_S_K[i] = _draw_log_likelihoods(item[0], per, generator, work_bytes=memory_bytes - floor - 4 * K * V * C * 8)
+        conditional_N[i] = conditional_entropy_items(item)[0]
+    block = max(1, (memory_bytes - floor) // per_candidate)
+    joint_S_K = torch.zeros(S, K, dtype=torch.float64, device=device)  # log p(y_B^s | w_k)
+    available = torch.ones(N, dtype=torch.bool, device=device)
     picks, scores = [], []
     conditional_batch = 0.0
+    joint_N = torch.empty(N, dtype=torch.float64, device=device)
     for _ in range(batch_size):
-        # H(y_B, y_n) estimated on the same draws for every candidate.
-        joint_N = -(torch.logsumexp(joint_S_K[None] + draws_N_S_K, dim=2) - math.log(K)).mean(1)
+        # H(y_B, y_n) estimated on the same draws for every candidate, a block of candidates at a time.
+        for start in range(0, N, block):
+            joint_N[start : start + block] = -(torch.logsumexp(joint_S_K[None] + draws_N_S_K[start : start + block], dim=2)
+                                               - math.log(K)).mean(1)
         gains = joint_N - conditional_N - conditional_batch
         gains = torch.where(available, gains, torch.full_like(gains, -math.inf))
         i = int(torch.argmax(gains))
@@ -96,13 +138,13 @@ def sampled_batchbald(
 
 
 def sampled_joint_information(log_probs_b_K_V_C: torch.Tensor, num_samples: int, generator: torch.Generator) -> float:
-    """I(y_B; w) of a given batch by the sampled estimator (for checks)."""
+    """I(y_B; w) of a given batch by the sampled estimator (for checks): every draw s takes all
+    of the batch's items from the same component k_s."""
     b, K, V, C = log_probs_b_K_V_C.shape
-    per = max(1, num_samples // K)
-    components_S = torch.arange(K).repeat_interleave(per)
-    # One draw of the whole batch per s: every item from the same component k_s.
-    draws = _draw_log_likelihoods(log_probs_b_K_V_C, components_S, generator)  # b x S x K
-    joint = -(torch.logsumexp(draws.sum(0), dim=1) - math.log(K)).mean()
+    # The batch as one item of b * V variables (independent given w).
+    whole_K_V_C = log_probs_b_K_V_C.permute(1, 0, 2, 3).reshape(K, b * V, C)
+    draws_S_K = _draw_log_likelihoods(whole_K_V_C, max(1, num_samples // K), generator)
+    joint = -(torch.logsumexp(draws_S_K, dim=1) - math.log(K)).mean()
     return float(joint - conditional_entropy_items(log_probs_b_K_V_C).sum())
 
 

@@ -636,10 +636,10 @@ def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples:
     kept_N = _prefilter(_multilabel.multilabel_bald(log_probs_N_K_L), prefilter, inputs.batch_size) if prefilter is not None else None
     if kept_N is not None:
         log_probs_N_K_L = log_probs_N_K_L[kept_N.to(log_probs_N_K_L.device)]
-    binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
-    N, K, L, _ = binary.shape
+    N, K, L = log_probs_N_K_L.shape
     _check_num_samples(K, num_samples)
     if 2**L <= max_configurations:
+        binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
         if N * K * 2**L * 8 > memory_bytes:
             raise ValueError(f"the product encoding would hold N x K x 2^L = {N} x {K} x {2**L} float64 values "
                              f"({N * K * 2**L * 8 / 2**20:.0f} MiB) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
@@ -648,8 +648,10 @@ def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples:
                                generator=inputs.generator, memory_bytes=memory_bytes, progress=inputs.progress)
         indices, scores, info = result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
     else:
-        indices, scores, info = _factorised.sampled_batchbald(binary, inputs.batch_size, inputs.generator,
-                                                              num_samples=min(num_samples, 4096), memory_bytes=memory_bytes)
+        # Each item's binary log-probabilities (N x K x L x 2 in float64) made when it is drawn, never the pool's at once.
+        items = lambda start, stop: _multilabel.binary_log_probs(log_probs_N_K_L[start:stop])  # noqa: E731
+        indices, scores, info = _factorised.sampled_batchbald(items, inputs.batch_size, inputs.generator, num_samples=min(num_samples, 4096),
+                                                              memory_bytes=memory_bytes, pool_size=N)
     if kept_N is not None:
         indices = kept_N[torch.as_tensor(indices, dtype=torch.long)].tolist()
     return indices, scores, info
@@ -716,8 +718,11 @@ def _segmentation_batchbald_run(inputs: Inputs, log_probs_N_K_C_H_W=None, pixels
     _check_num_samples(log_probs_N_K_C_H_W.shape[1], num_samples)
     spatial = tuple(log_probs_N_K_C_H_W.shape[3:])
     chosen = _factorised.choose_pixels(spatial, pixels, inputs.generator)
-    items = _dense.pixels_last(log_probs_N_K_C_H_W)[:, :, chosen.to(log_probs_N_K_C_H_W.device)]  # N x K x P x C
-    picks, scores, info = _factorised.sampled_batchbald(items, inputs.batch_size, inputs.generator, num_samples, memory_bytes)
+    chosen_device = chosen.to(log_probs_N_K_C_H_W.device)
+    # Each image's chosen pixels (n x K x P x C) gathered when it is drawn, never the pool's at once.
+    items = lambda start, stop: _dense.pixels_last(log_probs_N_K_C_H_W[start:stop])[:, :, chosen_device]  # noqa: E731
+    picks, scores, info = _factorised.sampled_batchbald(items, inputs.batch_size, inputs.generator, num_samples, memory_bytes,
+                                                        pool_size=log_probs_N_K_C_H_W.shape[0])
     return picks, scores, {**info, "pixels": chosen.tolist()}
 
 
@@ -782,7 +787,7 @@ register(Strategy(
     "segmentation_batchbald", _segmentation_batchbald_run, needs_log_probs=False, needs_embeddings=False,
     pool_input="log_probs_N_K_C_H_W", kind="segmentation", running_total=True,
     summary="Segmentation BatchBALD: images as factorised items of `pixels` positions drawn once (the same for every image), "
-    "the sampled joint over the batch's pixels; memory N x S x K float64 within memory_bytes. Score: the estimated I after pick n.",
+    "the sampled joint over the batch's pixels; memory_bytes caps all it holds above the input (at least the N x S x K float64 draws). Score: the estimated I after pick n.",
     options={"log_probs_N_K_C_H_W": _dense.check_dense_log_probs,
              "pixels": _optional_positive_int("pixels"),
              "num_samples": _positive_int("num_samples"), "memory_bytes": _positive_int("memory_bytes")},
