@@ -7,8 +7,13 @@ memory held before it (VmHWM - VmRSS). A cap below what the strategy needs is re
 number needed: that row prints the refusal.
 
 Cases: batchbald on N = 100,000, K = 50, C = 10 (float32), b = 10, default num_samples (40,000),
-memory_bytes 32, 64 and 256 MiB; segmentation_batchbald on N = 200, K = 20, C = 4 with 8 x 8 and
+memory_bytes 32, 64, 80, 128 and 256 MiB; segmentation_batchbald on N = 200, K = 20, C = 4 with 8 x 8 and
 32 x 32 masks, num_samples 4,000, pixels 64 and None (every pixel), memory_bytes 16, 128 and 256 MiB.
+
+Each case runs twice: with glibc's default allocator, which keeps freed heap memory for reuse
+(so the peak RSS can exceed what is alive at any moment), and with MALLOC_MMAP_THRESHOLD_=65536
+and MALLOC_TRIM_THRESHOLD_=0, which return large freed blocks to the system at once: the second
+shows what the selection itself holds, the first what a user sees by default.
 
 Usage: python benchmarks/bench_memory_caps.py [--out results/benchmarks/memory_caps.txt] [--only batchbald|segmentation]
 """
@@ -68,7 +73,9 @@ peak_above(lambda: batchal.select("segmentation_batchbald", 10, log_probs_N_K_C_
            lambda: batchal.select("segmentation_batchbald", 2, log_probs_N_K_C_H_W=lp[:4], seed=0, memory_bytes=cap, pixels=4, num_samples=100))
 """
 
-CASES = [("batchbald", "N=100,000 K=50 C=10 b=10", BATCHBALD, [cap]) for cap in ("32", "64", "256")] + [
+ALLOCATORS = [("default", {}), ("mmap", {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"})]
+
+CASES = [("batchbald", "N=100,000 K=50 C=10 b=10", BATCHBALD, [cap]) for cap in ("32", "64", "80", "128", "256")] + [
     ("segmentation_batchbald", f"N=200 K=20 C=4 {side}x{side} pixels={pixels} b=10", SEGMENTATION, [cap, side, pixels])
     for side in ("8", "32") for pixels in ("64", "None") for cap in ("16", "128", "256")]
 
@@ -84,14 +91,14 @@ def main(argv=None) -> int:
              f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, one thread per case, "
              f"load average {os.getloadavg()[0]:.2f} at start",
              "# peak above input: VmHWM - VmRSS after the input is built and a warm-up ran (MiB); ratio = peak / cap", "",
-             f"{'strategy':24s} {'case':42s} {'cap MiB':>8s} {'peak MiB':>9s} {'ratio':>6s} {'seconds':>8s}  outcome"]
+             f"{'strategy':24s} {'case':42s} {'allocator':9s} {'cap MiB':>8s} {'peak MiB':>9s} {'ratio':>6s} {'seconds':>8s}  outcome"]
     print("\n".join(lines), flush=True)
-    worst = 0.0
-    for strategy, case, code, argv_case in CASES:
+    worst = {}
+    for (strategy, case, code, argv_case), (allocator, allocator_env) in ((c, a) for c in CASES for a in ALLOCATORS):
         if args.only and not strategy.startswith(args.only):
             continue
         out = subprocess.run([sys.executable, "-c", PRELUDE + code, *argv_case], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             env={**os.environ, "OMP_NUM_THREADS": "1", **allocator_env})
         result = [line for line in out.stdout.splitlines() if line.startswith(("PEAK", "REFUSED"))]
         if not result:
             raise SystemExit(f"{strategy} {case}: no result\n{out.stderr[-2000:]}")
@@ -99,16 +106,16 @@ def main(argv=None) -> int:
         cap = int(argv_case[0])
         ratio = float(peak) / cap
         if kind == "PEAK":
-            worst = max(worst, ratio)
+            worst[allocator] = max(worst.get(allocator, 0.0), ratio)
         outcome = "ran within 2x its cap" if kind == "PEAK" and ratio <= 2 else "OVER 2x ITS CAP" if kind == "PEAK" else f"refused: {message}"
-        line = f"{strategy:24s} {case:42s} {cap:8d} {float(peak):9.0f} {ratio:6.2f} {float(seconds):8.1f}  {outcome}"
+        line = f"{strategy:24s} {case:42s} {allocator:9s} {cap:8d} {float(peak):9.0f} {ratio:6.2f} {float(seconds):8.1f}  {outcome}"
         lines.append(line)
         print(line, flush=True)
-    lines += ["", f"largest ratio of a run that ran: {worst:.2f}"]
-    print(lines[-1])
+    lines += [""] + [f"largest ratio of a run that ran, {allocator} allocator: {ratio:.2f}" for allocator, ratio in worst.items()]
+    print("\n".join(lines[-len(worst):]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
-    return 0 if worst <= 2 else 1
+    return 0 if max(worst.values(), default=0) <= 2 else 1
 
 
 if __name__ == "__main__":

@@ -106,10 +106,15 @@ def test_float32_error_is_far_below_the_screening_tolerance():
 
 
 def test_small_memory_budget_gives_the_same_picks():
+    from batchal.acquisition.batchbald import _block_bytes, memory_floor
+
     lp = random_log_probs(120, 8, 4, 3)
+    smallest = memory_floor(120, 8, 4, 4**5, 5) + _block_bytes(4**5, 8, 4, 8)  # the floor plus one candidate's work
     wide = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0)
-    narrow = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0, memory_bytes=1)
+    narrow = batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0, memory_bytes=smallest)
     assert wide.indices.tolist() == narrow.indices.tolist()
+    with pytest.raises(ValueError, match=r"memory_bytes = 0 MiB is below what BatchBALD needs here: 1 MiB .* raise memory_bytes to at least 1 MiB"):
+        batchal.select("batchbald", 5, log_probs_N_K_C=lp, num_samples=4**5, seed=0, memory_bytes=smallest - 1)
 
 
 def repeated_pool(unique: int, copies: int, K: int, C: int, seed: int) -> torch.Tensor:
@@ -264,7 +269,10 @@ def test_the_pool_cache_changes_no_pick():
     lp = random_log_probs(300, 12, 6, 5)
     common = dict(log_probs_N_K_C=lp, num_samples=1200, seed=0, bound_groups=8)
     cached = batchal.select("batchbald", 7, **common)
-    streamed = batchal.select("batchbald", 7, memory_bytes=300 * 12 * 6 * 4 - 1, **common)  # the pool no longer fits
+    from batchal.acquisition.batchbald import memory_floor
+
+    # The pool's float32 probabilities are cached when they fit in half of what is left above the floor.
+    streamed = batchal.select("batchbald", 7, memory_bytes=memory_floor(300, 12, 6, 1200, 7) + 2 * (300 * 12 * 6 * 4) - 2, **common)
     assert cached.indices.tolist() == streamed.indices.tolist()
     assert torch.allclose(cached.scores, streamed.scores, atol=1e-10)
 

@@ -153,13 +153,16 @@ def _distinct_rows(labels_M_n: torch.Tensor, C: int) -> tuple[torch.Tensor, torc
     return (keys_U[:, None] // powers_n) % C, counts_U
 
 
-def _group_means(ids_M: torch.Tensor, pi_M: torch.Tensor, weighted_M_K: torch.Tensor, previous_G_K: torch.Tensor):
-    """One k-means update, weighted by pi: each group's pi-weighted mean of its members' rows
-    (``weighted_M_K`` = pi_m R[m]) and its weight; a group with no member keeps its previous
-    centre. Returns (centres_G_K, weight_G, used_G)."""
+def _group_means(ids_M: torch.Tensor, pi_M: torch.Tensor, ratios_M_K: torch.Tensor, previous_G_K: torch.Tensor, rows: int):
+    """One k-means update, weighted by pi: each group's pi-weighted mean of its members' rows of
+    ``ratios_M_K`` and its weight, summed ``rows`` configurations at a time; a group with no
+    member keeps its previous centre. Returns (centres_G_K, weight_G, used_G)."""
     G = previous_G_K.shape[0]
     weight_G = torch.zeros(G, dtype=pi_M.dtype, device=pi_M.device).index_add_(0, ids_M, pi_M)
-    sums_G_K = torch.zeros_like(previous_G_K).index_add_(0, ids_M, weighted_M_K)
+    sums_G_K = torch.zeros_like(previous_G_K)
+    for start in range(0, len(pi_M), rows):
+        part = slice(start, start + rows)
+        sums_G_K.index_add_(0, ids_M[part], pi_M[part, None] * ratios_M_K[part])
     used_G = weight_G > 0
     centres_G_K = torch.where(used_G[:, None], sums_G_K / weight_G.clamp(min=torch.finfo(pi_M.dtype).tiny)[:, None], previous_G_K)
     return centres_G_K, weight_G, used_G
@@ -182,8 +185,10 @@ class _JointProbabilities:
     estimator (1/M) sum_m sum_c -p(m, c) log p(m, c) / q_m with its constant part taken out.
     """
 
-    def __init__(self, K: int, num_samples: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator):
+    def __init__(self, K: int, num_samples: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator,
+                 work_bytes: int = 1 << 25):
         self.K = K
+        self.work_bytes = work_bytes  # temporaries of the updates and groupings are made within this, row block by row block
         self.num_samples = num_samples
         self.generator = generator
         self.ratios_M_K = torch.ones(1, K, dtype=dtype, device=device)
@@ -203,14 +208,24 @@ class _JointProbabilities:
         self._cast.clear()
         self.chosen_probs.append(probs_K_C)
         if not self.sampled:
-            # Exact: every configuration m of S extended by every class c of the new point.
-            joint_M_C_K = self.ratios_M_K[:, None, :] * probs_K_C.t()[None, :, :]
-            conditional_M_C = joint_M_C_K.mean(2)  # p(y_x = c | y_S = m)
-            pi = (self.pi_M[:, None] * conditional_M_C).reshape(-1)
-            keep = pi >= PRUNE_PROBABILITY
-            if int(keep.sum()) <= self.num_samples:
-                ratios = (joint_M_C_K / conditional_M_C.clamp(min=torch.finfo(pi.dtype).tiny)[:, :, None]).reshape(-1, K)
-                self.ratios_M_K, self.pi_M = ratios[keep], pi[keep]
+            # Exact: every configuration m of S extended by every class c of the new point, made
+            # a block of configurations at a time (never the whole M x C x K product).
+            M = self.M
+            rows = self._rows(C * K * 8 * 3)
+            conditional_M_C = torch.cat([self._extend(start, rows, probs_K_C)[1] for start in range(0, M, rows)])
+            pi_MC = self.pi_M[:, None] * conditional_M_C  # p(y_S = m, y_x = c)
+            keep_MC = pi_MC >= PRUNE_PROBABILITY
+            kept = int(keep_MC.sum())
+            if kept <= self.num_samples:
+                ratios = torch.empty(kept, K, dtype=self.ratios_M_K.dtype, device=self.ratios_M_K.device)
+                filled = 0
+                for start in range(0, M, rows):
+                    joint_m_C_K, conditional_m_C = self._extend(start, rows, probs_K_C)
+                    keep = keep_MC[start : start + rows]
+                    block = (joint_m_C_K / conditional_m_C.clamp(min=torch.finfo(pi_MC.dtype).tiny)[:, :, None])[keep]
+                    ratios[filled : filled + len(block)] = block
+                    filled += len(block)
+                self.ratios_M_K, self.pi_M = ratios, pi_MC[keep_MC]
                 self.entropy = float(-torch.special.xlogy(self.pi_M, self.pi_M).sum())
                 return
             self.sampled = True
@@ -219,14 +234,26 @@ class _JointProbabilities:
         else:
             new_M = self._draw_labels(probs_K_C, self.num_samples // K)
             self.labels_M_n = torch.cat([self.labels_M_n, new_M[:, None]], dim=1)
+        self.ratios_M_K = None  # rebuilt from the labels: the old configurations' ratios are not needed
         distinct_U_n, counts_U = _distinct_rows(self.labels_M_n, C)
         log_probs_U_K = torch.zeros(distinct_U_n.shape[0], K, dtype=probs_K_C.dtype, device=probs_K_C.device)
         for i, chosen_K_C in enumerate(self.chosen_probs):
             log_probs_U_K += chosen_K_C.log().t()[distinct_U_n[:, i].to(probs_K_C.device)]
+        del distinct_U_n
         log_q_U = torch.logsumexp(log_probs_U_K, dim=1) - math.log(K)
-        self.ratios_M_K = (log_probs_U_K - log_q_U[:, None]).exp()
+        self.ratios_M_K = log_probs_U_K.sub_(log_q_U[:, None]).exp_()  # in place: one U x K array
         self.pi_M = counts_U.to(log_q_U) / self.labels_M_n.shape[0]
         self.entropy = float(-(self.pi_M * log_q_U).sum())
+
+    def _rows(self, bytes_per_row: int) -> int:
+        """Rows of M processed at a time so that temporaries of ``bytes_per_row`` each stay within the work budget."""
+        return max(1, self.work_bytes // max(1, bytes_per_row))
+
+    def _extend(self, start: int, rows: int, probs_K_C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For configurations start..start+rows-1: p(y_S = m, y_x = c | w_k) / p(y_S = m) (m x C x K)
+        and its mean over k, p(y_x = c | y_S = m) (m x C)."""
+        joint_m_C_K = self.ratios_M_K[start : start + rows, None, :] * probs_K_C.t()[None, :, :]
+        return joint_m_C_K, joint_m_C_K.mean(2)
 
     def _draw_labels(self, probs_K_C: torch.Tensor, S: int) -> torch.Tensor:
         """S labels from p(y | w_k) for every mask k: a vector of K*S labels, mask-major."""
@@ -241,14 +268,16 @@ class _JointProbabilities:
         key = ("grouped", groups, dtype, level)
         if key not in self._cast:
             if level == 0:
-                ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
+                ratios, pi = self.ratios(dtype), self.pi_M.to(dtype)
                 G = min(groups, self.M)
                 centres = ratios[self._spread_seeds(ratios, pi, G)]
-                weighted = pi[:, None] * ratios
+                rows = self._rows(2 * (G + self.K) * ratios.element_size())
                 for _ in range(3):
-                    # Nearest centre: argmin_g |c_g|^2 - 2 r . c_g (|r|^2 is the same for every g), one GEMM.
-                    assignment = torch.addmm((centres * centres).sum(1)[None, :], ratios, centres.t(), alpha=-2).argmin(1)
-                    centres, weight_G, used = _group_means(assignment, pi, weighted, centres)
+                    # Nearest centre: argmin_g |c_g|^2 - 2 r . c_g (|r|^2 is the same for every g), one GEMM per block of rows.
+                    norms = (centres * centres).sum(1)[None, :]
+                    assignment = torch.cat([torch.addmm(norms, ratios[i : i + rows], centres.t(), alpha=-2).argmin(1)
+                                            for i in range(0, self.M, rows)])
+                    centres, weight_G, used = _group_means(assignment, pi, ratios, centres, rows)
                 assignment = (used.cumsum(0) - 1)[assignment]  # ids of the groups kept, 0..G'-1
                 self._cast[key] = (centres[used], weight_G[used], assignment)
             else:
@@ -287,12 +316,12 @@ class _JointProbabilities:
         """Every group of ``assignment_M`` split in up to REFINE_FACTOR sub-groups by two k-means
         steps among its members, seeded in every group at once as ``_spread_seeds`` seeds the
         first level: its most probable configuration, then the largest pi_m d(m, nearest seed)^2."""
-        ratios, pi = self.ratios_M_K.to(dtype), self.pi_M.to(dtype)
+        ratios, pi = self.ratios(dtype), self.pi_M.to(dtype)
         M, K = ratios.shape
         s = REFINE_FACTOR
         G = int(assignment_M.max()) + 1
         positions = torch.arange(M, device=ratios.device)
-        weighted = pi[:, None] * ratios
+        rows = self._rows(3 * K * ratios.element_size())
         centres_G_s_K = torch.zeros(G, s, K, dtype=dtype, device=ratios.device)
         valid_G_s = torch.zeros(G, s, dtype=torch.bool, device=ratios.device)
         nearest_M = torch.full((M,), float("inf"), dtype=dtype, device=ratios.device)
@@ -309,10 +338,11 @@ class _JointProbabilities:
             centres_G_s_K[new_G, j] = ratios[seed_G[new_G]]
             valid_G_s[new_G, j] = True
             seeded_M = new_G[assignment_M]
-            distance_M = ((ratios - centres_G_s_K[assignment_M, j]) ** 2).sum(1)
+            distance_M = torch.cat([((ratios[i : i + rows] - centres_G_s_K[assignment_M[i : i + rows], j]) ** 2).sum(1)
+                                    for i in range(0, M, rows)])
             nearest_M = torch.where(seeded_M, torch.minimum(nearest_M, distance_M), nearest_M)
             score_M = pi * torch.where(torch.isinf(nearest_M), 0.0, nearest_M)
-        chunk = max(1, 2**22 // (s * K))
+        chunk = max(1, min(2**22 // (s * K), self._rows(3 * s * K * ratios.element_size())))
         for _ in range(2):
             sub_M = torch.empty(M, dtype=torch.long, device=ratios.device)
             norms_G_s = (centres_G_s_K * centres_G_s_K).sum(2).masked_fill_(~valid_G_s, float("inf"))
@@ -322,7 +352,7 @@ class _JointProbabilities:
                 dots = torch.bmm(centres_G_s_K[g], ratios[i : i + chunk, :, None])[:, :, 0]
                 sub_M[i : i + chunk] = (norms_G_s[g] - 2 * dots).argmin(1)
             ids = assignment_M * s + sub_M
-            centres, weight, used = _group_means(ids, pi, weighted, centres_G_s_K.view(G * s, K))
+            centres, weight, used = _group_means(ids, pi, ratios, centres_G_s_K.view(G * s, K), rows)
             centres_G_s_K, valid_G_s = centres.view(G, s, K), used.view(G, s)
         return centres[used], weight[used], (used.cumsum(0) - 1)[ids]
 
@@ -331,34 +361,41 @@ class _JointProbabilities:
         """H(y_x | y_S) = sum_m pi_m h_m(x) for each candidate x of the block, in the dtype of
         ``probs_b_K_C`` (float64 result); with ``groups``, the grouped upper bound instead."""
         b, K, C = probs_b_K_C.shape
-        floored = probs_b_K_C.clamp(min=PROBABILITY_FLOOR)
+        floored = probs_b_K_C.clamp(min=PROBABILITY_FLOOR) / K
         return self.conditional_entropies_of(floored.permute(1, 0, 2).reshape(K, b * C), C, workspace, groups, level)
 
-    def _operands(self, dtype: torch.dtype, groups: Optional[int], level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R / K, pi) in ``dtype``, of the configurations or of their groups."""
-        key = ("operands", dtype, groups, level)
+    def ratios(self, dtype: torch.dtype) -> torch.Tensor:
+        """R in ``dtype``: the array itself in its own dtype, one cached copy in the other."""
+        if dtype == self.ratios_M_K.dtype:
+            return self.ratios_M_K
+        key = ("ratios", dtype)
         if key not in self._cast:
-            ratios, pi = self.grouped(groups, dtype, level) if groups is not None else (self.ratios_M_K.to(dtype), self.pi_M.to(dtype))
-            self._cast[key] = (ratios / self.K, pi)
+            self._cast[key] = self.ratios_M_K.to(dtype)
         return self._cast[key]
+
+    def _operands(self, dtype: torch.dtype, groups: Optional[int], level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, pi) in ``dtype``, of the configurations or of their groups."""
+        if groups is not None:
+            return self.grouped(groups, dtype, level)
+        return self.ratios(dtype), self.pi_M.to(dtype)
 
     def conditional_entropies_of(self, probs_K_bC: torch.Tensor, C: int, workspace: torch.Tensor | None = None,
                                  groups: Optional[int] = None, level: int = 0) -> torch.Tensor:
         """As ``conditional_entropies``, for candidates given as one K x (b*C) matrix (any row
         stride: a block of a K x N x C array is a view) of probabilities at least
-        PROBABILITY_FLOOR, so that every r_mc, a convex combination of them, is positive and
-        its log finite. ``workspace``: optional flat buffer of at
+        PROBABILITY_FLOOR, divided by K (so that r = R @ matrix with no M x K copy of R / K), so
+        that every r_mc, a convex combination of them, is positive and its log finite. ``workspace``: optional flat buffer of at
         least 2 * M * b * C elements of that dtype, reused so the large intermediates are not
         allocated (and page-faulted) at every block."""
         dtype = probs_K_bC.dtype
-        scaled_M_K, pi_M = self._operands(dtype, groups, level)
-        M, bC = scaled_M_K.shape[0], probs_K_bC.shape[1]
+        ratios_M_K, pi_M = self._operands(dtype, groups, level)
+        M, bC = ratios_M_K.shape[0], probs_K_bC.shape[1]
         size = M * bC
         if workspace is None:
-            workspace = torch.empty(2 * size, dtype=dtype, device=scaled_M_K.device)
+            workspace = torch.empty(2 * size, dtype=dtype, device=ratios_M_K.device)
         r_M_bC = workspace[:size].view(M, bC)
         log_M_bC = workspace[size : 2 * size].view(M, bC)
-        torch.matmul(scaled_M_K, probs_K_bC, out=r_M_bC)  # r_mc = (1/K) sum_k R[m, k] p(y_x = c | w_k)
+        torch.matmul(ratios_M_K, probs_K_bC, out=r_M_bC)  # r_mc = sum_k R[m, k] p(y_x = c | w_k) / K
         torch.log(r_M_bC, out=log_M_bC)
         log_M_bC *= r_M_bC
         return -(pi_M @ log_M_bC).view(bC // C, C).sum(1).double()
@@ -366,6 +403,31 @@ class _JointProbabilities:
     def joint_entropies(self, probs_b_K_C: torch.Tensor) -> torch.Tensor:
         """H(y_S, y_x) for each candidate x of the block, exact or importance-sampled."""
         return self.entropy + self.conditional_entropies(probs_b_K_C)
+
+
+def memory_floor(N: int, K: int, C: int, num_samples: int, batch_size: int, dtype: torch.dtype = torch.float64,
+                 screen: bool = True) -> int:
+    """Bytes ``batchbald`` holds above its input whatever ``memory_bytes`` says: its model of the
+    joint and the per-point state. ``memory_bytes`` caps the total; what is left above this floor
+    goes to blocks of candidates (and to the pool's probabilities when they fit in half of it).
+
+    - the configurations' ratios R, M x K with M <= num_samples, in ``dtype``, twice while an
+      exact step builds the next from the last; their float32 copy for screening; the grouped
+      bounds' centres (at most a third of M x K in float32 over all refinement levels);
+    - per configuration, about 12 vectors of 8 bytes (pi, the groupings' assignments and k-means
+      state), and the sampled labels with their distinct rows, 3 x M x b integers;
+    - per pool point, about 10 vectors of 8 bytes (conditional entropies, bounds, masks, gains).
+    """
+    itemsize = torch.finfo(dtype).bits // 8
+    screening = 4 if screen and dtype == torch.float64 else 0
+    model = num_samples * K * (2 * itemsize + screening + 4)
+    per_configuration = num_samples * (12 * 8 + 3 * batch_size * 8)
+    return model + per_configuration + N * 10 * 8
+
+
+def _block_bytes(M: int, K: int, C: int, itemsize: int) -> int:
+    """Bytes of one candidate's work: two M x C buffers and its probabilities' copies (K x C, four)."""
+    return (2 * M * C + 4 * K * C) * itemsize
 
 
 def batchbald(
@@ -395,6 +457,15 @@ def batchbald(
     """
     N, K, C = log_probs_N_K_C.shape
     device = log_probs_N_K_C.device
+    floor = memory_floor(N, K, C, num_samples, batch_size, dtype, screen)
+    needed = floor + _block_bytes(num_samples, K, C, torch.finfo(dtype).bits // 8)
+    if memory_bytes < needed:
+        raise ValueError(
+            f"memory_bytes = {memory_bytes / 2**20:.0f} MiB is below what BatchBALD needs here: {math.ceil(needed / 2**20)} MiB "
+            f"(its model of the joint, up to num_samples = {num_samples} configurations x K = {K} samples, and the state of "
+            f"N = {N} pool points: {floor / 2**20:.0f} MiB, plus one candidate's work); raise memory_bytes to at least "
+            f"{math.ceil(needed / 2**20)} MiB, or lower num_samples or prefilter the pool")
+    work = memory_bytes - floor  # candidate blocks, the cached pool and the joint's temporaries share this
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     if num_samples // K < 10 and C ** min(batch_size - 1, 64) > num_samples:
@@ -405,7 +476,7 @@ def batchbald(
             stacklevel=4,
         )
     conditional_N = conditional_entropy(log_probs_N_K_C).double()
-    joint = _JointProbabilities(K, num_samples, dtype, device, generator)
+    joint = _JointProbabilities(K, num_samples, dtype, device, generator, work_bytes=work)
     screen_dtype = torch.float32 if screen and dtype == torch.float64 else dtype
     tolerance = SCREEN_TOLERANCE if screen_dtype != dtype else 0.0
 
@@ -419,18 +490,21 @@ def batchbald(
     # block of candidates is a K x (b*C) view: computed once when they fit in memory_bytes (a
     # larger pool, memory-mapped say, is read block by block in order instead).
     cache_K_N_C = None
-    if N * K * C * (torch.finfo(screen_dtype).bits // 8) <= memory_bytes:
+    cache_bytes = N * K * C * (torch.finfo(screen_dtype).bits // 8)
+    if cache_bytes <= work // 2:
+        work -= cache_bytes
+        joint.work_bytes = work
         cache_K_N_C = torch.empty(K, N, C, dtype=screen_dtype, device=device)
         step = max(1, 2**19 // (K * C))  # a few MiB of temporaries at a time
         for i in range(0, N, step):
-            cache_K_N_C[:, i : i + step] = probs_of(slice(i, i + step), screen_dtype).permute(1, 0, 2)
+            cache_K_N_C[:, i : i + step] = probs_of(slice(i, i + step), screen_dtype).div_(K).permute(1, 0, 2)
 
     def matrix_of(selection, work_dtype: torch.dtype) -> torch.Tensor:
-        """The candidates' probabilities as one K x (b*C) matrix (a slice of the cache is a view)."""
+        """The candidates' probabilities / K as one K x (b*C) matrix (a slice of the cache is a view)."""
         if cache_K_N_C is not None and work_dtype == cache_K_N_C.dtype:
             block = cache_K_N_C[:, selection] if isinstance(selection, slice) else cache_K_N_C.index_select(1, selection)
         else:
-            block = probs_of(selection, work_dtype).permute(1, 0, 2)
+            block = probs_of(selection, work_dtype).div_(K).permute(1, 0, 2)
         return block.reshape(K, -1)
 
     def gains_of(indices: Optional[torch.Tensor], work_dtype: torch.dtype, groups: Optional[int] = None, level: int = 0) -> torch.Tensor:
@@ -442,8 +516,8 @@ def batchbald(
         M = joint.M if groups is None else joint.grouped(groups, work_dtype, level)[1].shape[0]
         count = N if indices is None else len(indices)
         gemm_flops += 2 * M * K * C * count
-        # Two M x b*C buffers and the block's probabilities (read, then laid out K x b*C) fit.
-        block = min(count, max(1, memory_bytes // ((2 * M * C + 2 * K * C) * itemsize)))
+        # Two M x b*C buffers and the block's probabilities (read, converted, laid out K x b*C) fit in the work budget.
+        block = min(count, max(1, work // _block_bytes(M, K, C, itemsize)))
         workspace = torch.empty(2 * M * block * C, dtype=work_dtype, device=device)
         parts = [
             joint.conditional_entropies_of(

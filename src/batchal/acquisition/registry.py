@@ -639,13 +639,16 @@ def _multilabel_batchbald_run(inputs: Inputs, log_probs_N_K_L=None, num_samples:
     N, K, L = log_probs_N_K_L.shape
     _check_num_samples(K, num_samples)
     if 2**L <= max_configurations:
-        binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
-        if N * K * 2**L * 8 > memory_bytes:
+        # The encoding (N x K x 2^L float64, its last product step twice, and the binary N x K x L x 2)
+        # comes out of memory_bytes; batchbald gets the rest.
+        encoding = N * K * (2 * 2**L + 2 * L) * 8
+        if encoding >= memory_bytes:
             raise ValueError(f"the product encoding would hold N x K x 2^L = {N} x {K} x {2**L} float64 values "
-                             f"({N * K * 2**L * 8 / 2**20:.0f} MiB) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
+                             f"({math.ceil(encoding / 2**20)} MiB with its temporaries) above memory_bytes = {memory_bytes / 2**20:.0f} MiB; "
                              "pass prefilter=m (the m points of highest multi-label BALD compete) or raise memory_bytes")
+        binary = _multilabel.binary_log_probs(log_probs_N_K_L)  # N x K x L x 2
         result = _bb.batchbald(_factorised.product_log_probs(binary), inputs.batch_size, num_samples=num_samples,
-                               generator=inputs.generator, memory_bytes=memory_bytes, progress=inputs.progress)
+                               generator=inputs.generator, memory_bytes=memory_bytes - encoding, progress=inputs.progress)
         indices, scores, info = result.indices, result.scores, {"estimator": "product", "exact_picks": result.exact_picks}
     else:
         # Each item's binary log-probabilities (N x K x L x 2 in float64) made when it is drawn, never the pool's at once.

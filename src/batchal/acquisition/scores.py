@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-_CHUNK_ELEMENTS = 1 << 19  # float64 elements per working chunk (4 MiB; its temporaries a few times that)
+_CHUNK_ELEMENTS = 1 << 17  # float64 elements per working chunk (1 MiB; its temporaries a few times that)
 
 
 def _chunked(log_probs_N_K_C: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

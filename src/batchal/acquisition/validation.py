@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 # Rows of N checked at a time, so that checking a large pool needs little extra memory.
-_CHECK_CHUNK_ELEMENTS = 1 << 19  # elements checked at a time (float64 temporaries of a few MiB)
+_CHECK_CHUNK_ELEMENTS = 1 << 17  # elements checked at a time (float64 temporaries of a few MiB)
 
 #: |logsumexp_c log p_c| allowed before float32/float64 log-probabilities count as unnormalised.
 NORMALISATION_TOLERANCE = 1e-3
