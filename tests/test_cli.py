@@ -151,3 +151,19 @@ def test_version_answers_without_importing_torch():
     code = "import sys; from batchal.cli import main; main(['--version']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["batchal", __import__("batchal").__version__, "False"]
+
+
+def test_help_lists_every_command_without_importing_torch():
+    import subprocess
+    import sys
+
+    from batchal.cli import COMMANDS
+
+    code = ("import sys\nfrom batchal.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("TORCH False")
+    for command in COMMANDS:
+        assert command.replace("_", "-") in out
+    # A command's own parser is built in full when it is named, with --threads after it too.
+    assert main(["--threads", "1", "strategies", "random"]) == 0

@@ -37,16 +37,37 @@ def _leaves(parser: argparse.ArgumentParser):
                 yield from _leaves(child) if has_children else [child]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command's, or with ``only`` (a command's module name) that
+    command's in full and the others as their one-line summaries, so that ``batchal --help`` and
+    ``batchal run ...`` import only what they use (``batchal --help`` no PyTorch at all)."""
+    from batchal.cli.summaries import SUMMARIES
+
     parser = argparse.ArgumentParser(prog="batchal", description="Deep Bayesian batch active learning (BatchBALD, BADGE and baselines).")
     parser.add_argument("--version", action="version", version=f"batchal {__version__}")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        importlib.import_module(f"batchal.cli.{command}").add_parser(sub)
+        if only is None or command == only:
+            importlib.import_module(f"batchal.cli.{command}").add_parser(sub)
+        else:
+            sub.add_parser(command.replace("_", "-"), help=SUMMARIES[command.replace("_", "-")])
     for leaf in _leaves(parser):
         _global_options(leaf)
     return parser
+
+
+def _requested(given: list[str]) -> Optional[str]:
+    """The command module ``given`` names (its first word that is not an option or --threads' value),
+    "" when it names none (``batchal --help``), None when it names an unknown one (the full parser says so)."""
+    words = iter(given)
+    for word in words:
+        if word == "--threads":
+            next(words, None)
+        elif not word.startswith("-"):
+            module = word.replace("-", "_")
+            return module if module in COMMANDS else None
+    return ""
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -54,12 +75,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if given == ["--version"]:  # before the commands (and PyTorch) are imported
         print(f"batchal {__version__}")
         return 0
+    requested = _requested(given)
+    parser = build_parser(None if requested is None else requested)
+    args = parser.parse_args(given)  # --help and parse errors end here, before PyTorch is imported
     from batchal.cli.progress import one_line_warning
     from batchal.data.files import DataError
     from batchal.threads import use_threads
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         use_threads(getattr(args, "threads", None))
     except ValueError as exc:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from batchal.acquisition.registry import strategies
 from batchal.cli.options import split_list
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    cmd = sub.add_parser("compare", help="does active learning pay on your data? strategies x seeds against random, with a verdict",
+    cmd = sub.add_parser("compare", help=SUMMARIES["compare"],
                          description="Simulates the loop on data that is already labelled (any source batchal run takes) under "
                          "several strategies and seeds, random always among them, and says with honest uncertainty whether "
                          "a strategy saves labels (report.md, compare.json, plots in --out). Resumable: run it again to finish.")

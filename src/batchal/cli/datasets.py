@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from batchal.cli.summaries import SUMMARIES
 from batchal.data.datasets import available_locally, dataset_names
 
 
 def add_parser(sub) -> None:
-    datasets = sub.add_parser("datasets", help="list the data sets and where their files are")
+    datasets = sub.add_parser("datasets", help=SUMMARIES["datasets"])
     datasets.add_argument("--data-dir", dest="data_dir")
     datasets.set_defaults(func=cmd_datasets)
 

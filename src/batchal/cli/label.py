@@ -9,10 +9,11 @@ from pathlib import Path
 
 from batchal.acquisition.registry import strategies
 from batchal.cli.options import split_list, train_config
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    label = sub.add_parser("label", help="label real images in a browser, batch by batch, as the model asks")
+    label = sub.add_parser("label", help=SUMMARIES["label"])
     label_sub = label.add_subparsers(dest="label_command", required=True)
     init = label_sub.add_parser("init", help="create a labelling project from a folder of PNG/JPEG images")
     init.add_argument("project", help="the project folder (created; holds project.sqlite)")

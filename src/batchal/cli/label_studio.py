@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from batchal.cli.options import train_config
+from batchal.cli.summaries import SUMMARIES
 from batchal.integrations.label_studio import DEFAULT_IMAGE_URL, Backend, LabelStudioClient, create_app, label_config, tasks_for
 
 
 def add_parser(sub) -> None:
-    cmd = sub.add_parser("label-studio", help="serve a labelling project to Label Studio as its ML backend (batch-aware ranking)")
+    cmd = sub.add_parser("label-studio", help=SUMMARIES["label-studio"])
     ls_sub = cmd.add_subparsers(dest="ls_command", required=True)
     config = ls_sub.add_parser("config", help="print a Label Studio labelling config for the project's classes")
     config.add_argument("project", help="a project made by `batchal label init`")

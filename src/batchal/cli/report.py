@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from batchal.cli.options import split_list
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    report = sub.add_parser("report", help="plots and a Markdown summary of finished runs")
+    report = sub.add_parser("report", help=SUMMARIES["report"])
     report.add_argument("run_dirs", nargs="+", help="run folders, or folders holding them")
     report.add_argument("--out", default="report", help="output folder (default report/)")
     report.add_argument("--thresholds", help="accuracies for the labels-needed table (default 0.9,0.95)")

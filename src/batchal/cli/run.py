@@ -11,6 +11,7 @@ from pathlib import Path
 from batchal.acquisition.registry import DEFAULT_STRATEGY, strategies
 from batchal.cli.options import split_list
 from batchal.cli.progress import Bars, results_table
+from batchal.cli.summaries import SUMMARIES
 from batchal.data.datasets import dataset_names, load_dataset
 from batchal.experiment import COUNTING_NOTE, ExperimentConfig, run_experiment
 from batchal.training import TrainConfig
@@ -34,7 +35,7 @@ _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def add_parser(sub) -> None:
-    run = sub.add_parser("run", help="simulate active learning on a data set (no arguments: the built-in demonstration)",
+    run = sub.add_parser("run", help=SUMMARIES["run"],
                          description="Simulated active learning with the data set's own labels. Without arguments: "
                          "BatchBALD, BALD and random on Repeated digits, about a minute on 2 cores.")
     run.add_argument("--config", help="a TOML file with any of the settings below (flags override it)")

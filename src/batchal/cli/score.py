@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 from batchal.cli.options import needs_pyarrow, split_list
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    score = sub.add_parser("score", help="score a pool (images, .npy or Parquet) shard by shard into Parquet, in-process or on Ray",
+    score = sub.add_parser("score", help=SUMMARIES["score"],
                            description="Every per-point score of a streamed pool, written as sharded Parquet; rerun to resume.")
     score.add_argument("pool", help="a folder of PNG/JPEG images, a .npy file [N, ...] or Parquet file(s)")
     score.add_argument("--model", required=True, help="a registered model (mnist_cnn, mlp, ...) or MODULE:FACTORY (package.module:fn or file.py:fn)")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from batchal.acquisition.registry import get_strategy
 from batchal.cli.options import needs_pyarrow
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    select_cmd = sub.add_parser("select", help="select a batch from a scored folder (batchal score's output)")
+    select_cmd = sub.add_parser("select", help=SUMMARIES["select"])
     select_cmd.add_argument("scored", help="a folder written by batchal score")
     from batchal.distributed.selection import sharded_strategies
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from batchal.acquisition.registry import describe, strategies
+from batchal.cli.summaries import SUMMARIES
 
 
 def add_parser(sub) -> None:
-    strategies_cmd = sub.add_parser("strategies", help="list the acquisition strategies with their formulas and options")
+    strategies_cmd = sub.add_parser("strategies", help=SUMMARIES["strategies"])
     strategies_cmd.add_argument("names", nargs="*", help="only these strategies (default: all)")
     strategies_cmd.set_defaults(func=cmd_strategies)
 
