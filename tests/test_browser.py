@@ -20,14 +20,14 @@ from test_labelling import TOKEN, free_port, start_server, write_images  # noqa:
 
 from batchal.labelling import init_project  # noqa: E402
 
-CHROMIUM = os.environ.get("BATCHAL_CHROMIUM", "/usr/bin/chromium")
+from browser_support import CHROMIUM, NO_CHROMIUM, launch  # noqa: E402
 # Screenshots are copied out of the test's temporary folder only when this names a folder
 # (a plain Path("") would be ".", the repository root).
 SCREENSHOT_DIR = os.environ.get("BATCHAL_SCREENSHOT_DIR") or None
 
 ALL_IMAGES_LOADED = "[...document.querySelectorAll('.item img')].every(i => i.complete && i.naturalWidth > 0)"
 
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=NO_CHROMIUM)
 
 
 def test_label_a_batch_with_the_keyboard_then_get_the_next(tmp_path):
@@ -37,11 +37,7 @@ def test_label_a_batch_with_the_keyboard_then_get_the_next(tmp_path):
     server = start_server(tmp_path / "proj", port)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync"],
-            )
+            browser = launch(p)
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
             page.wait_for_selector(".item img")
@@ -89,8 +85,7 @@ def test_named_classes_get_number_keys_in_order(tmp_path):
     server = start_server(tmp_path / "proj", port)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            browser = launch(p)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
             page.wait_for_selector(".item img")
@@ -107,11 +102,6 @@ def test_named_classes_get_number_keys_in_order(tmp_path):
         server.send_signal(signal.SIGTERM)
         server.wait()
 
-
-def launch(p):
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                                   "--disable-component-update", "--disable-sync"])
 
 
 def test_rgb_images_with_a_users_model_suggestions_enter_undo_next_and_export(tmp_path):

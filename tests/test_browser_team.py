@@ -23,11 +23,11 @@ from test_labelling import free_port, write_images  # noqa: E402
 from batchal.labelling import Project, init_project  # noqa: E402
 from batchal.labelling.app import add_annotator, create_app  # noqa: E402
 
-CHROMIUM = os.environ.get("BATCHAL_CHROMIUM", "/usr/bin/chromium")
+from browser_support import CHROMIUM, NO_CHROMIUM, launch  # noqa: E402
 OWNER = "owner-token-for-tests"
 DELAY = 0.35  # seconds per label: above the 300 ms the issue asks for
 
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=NO_CHROMIUM)
 
 
 class SlowServer:
@@ -56,11 +56,6 @@ class SlowServer:
         self.server.should_exit = True
         self.thread.join(10)
 
-
-def launch(p):
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                                   "--disable-component-update", "--disable-sync"])
 
 
 def card_ids(page) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -126,6 +126,8 @@ class Strategy:
     #: "kmeans_pp", "k_center" or "prefiltered_batchbald"; None: not over a scored folder.
     sharded: Optional[str] = None
     score_column: Optional[str] = None
+    #: When to use it: a sentence or two for its documentation page (``batchal describe`` and the site).
+    when: str = ""
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -297,7 +299,8 @@ def describe(strategy: str) -> str:
     """The strategy's documentation: formula, source, score meaning and options with defaults."""
     spec = get_strategy(strategy)
     kind = "" if spec.kind == "classification" else f" [{spec.kind}; its pool: {spec.pool_input or 'embeddings_N_D'}]"
-    return f"{spec.name}{kind}: {spec.summary}\noptions: {spec.defaults or 'none'}"
+    when = f"\nwhen to use it: {spec.when}" if spec.when else ""
+    return f"{spec.name}{kind}: {spec.summary}{when}\noptions: {spec.defaults or 'none'}"
 
 
 # --- the strategies ----------------------------------------------------------------------
@@ -795,3 +798,38 @@ register(Strategy(
              "pixels": _optional_positive_int("pixels"),
              "num_samples": _positive_int("num_samples"), "memory_bytes": _positive_int("memory_bytes")},
 ))
+
+
+# --- when to use each built-in strategy (its documentation page says this) ---------------------------
+
+_WHEN = {
+    "random": "The baseline every other strategy must beat (`batchal compare` always runs it), and the safe choice when nothing is known yet about the data.",
+    "entropy": "A cheap per-point uncertainty for small batches; with large batches it picks near-duplicates, and its picks often fall below random on imbalanced or noisy data.",
+    "bald": "Epistemic uncertainty from K posterior samples when batches are small (b of a few); with larger batches it picks redundant points: use batchbald.",
+    "variation_ratios": "A vote-based uncertainty from K samples (Gal et al. 2017's baseline); for reproducing that paper.",
+    "mean_std": "The mean standard deviation of the class probabilities over K samples (Kampffmeyer et al.); for reproducing BatchBALD's baselines.",
+    "least_confidence": "A cheap single-model uncertainty (BADGE's Conf baseline); top-b, so small batches.",
+    "margin": "Often the strongest cheap baseline (BADGE's Marg; Bahri et al. 2022 on tabular data); try it first when compute is tight, with b small relative to the pool.",
+    "batchbald": "Batches of a few to a few hundred with a Bayesian model (MC dropout or an ensemble) whose K samples disagree: it avoids redundant picks where BALD does not (Repeated MNIST).",
+    "power_bald": "Large batches at BALD's cost: stochastic acquisition draws b points with probability proportional to BALD^beta, which spreads the batch without BatchBALD's joint.",
+    "badge": "Large batches with any network that has a last layer, no posterior needed: uncertainty and diversity at once through gradient embeddings (Ash et al. 2020).",
+    "coreset": "Diversity alone (k-center greedy on features): large batches where uncertainty estimates are poor, or the first rounds.",
+    "epig": "When what matters is accuracy on a known target distribution (pass target_log_probs): it ignores uncertainty that does not bear on the targets.",
+    "power_epig": "EPIG for large batches: stochastic acquisition on EPIG^beta.",
+    "cluster_margin": "Very large batches (thousands) at margin's cost, spread over clusters of the features (Citovsky et al. 2021).",
+    "typiclust": "The cold start, with very few labels: typical points of uncovered clusters before uncertainty is worth anything.",
+    "bait": "Small to moderate C x D (seconds for C D in the low thousands) when the Fisher-information objective is wanted; expensive beyond.",
+    "kdpp": "BADGE's sampling baseline: a k-DPP on the same gradient embeddings; for reproducing BADGE's Figure 1.",
+    "albl": "BADGE's ALBL baseline: a bandit choosing among Coreset, Conf and random each round; stateful.",
+    "multilabel_bald": "Multi-label classification (sigmoid heads), small batches: the per-label BALD summed.",
+    "multilabel_batchbald": "Multi-label classification with larger batches: the joint information over the batch's labels avoids redundant items.",
+    "multilabel_badge": "Multi-label classification, large batches, no posterior needed: BADGE on the binary cross-entropy gradients.",
+    "regression_bald": "Regression with K posterior samples, small batches: the information about w of one target.",
+    "regression_batchbald": "Regression with K posterior samples and larger batches: the Gaussian joint avoids redundant points; stops with a random fill once the samples' rank is used up.",
+    "regression_maxdet": "Regression with last-layer features and no posterior samples (bmdal_reg's MaxDet): diverse, informative batches; labelled_embeddings conditions on what is known.",
+    "segmentation_bald": "Segmentation, small batches: per-pixel BALD reduced over the image (mean, or the top fraction for small objects).",
+    "segmentation_entropy": "Segmentation without a posterior: per-pixel predictive entropy reduced over the image.",
+    "segmentation_batchbald": "Segmentation with larger batches: images as items of sampled pixels, joint information over the batch; memory_bytes caps its memory.",
+}
+for _name, _text in _WHEN.items():
+    _REGISTRY[_name] = replace(_REGISTRY[_name], when=_text)
