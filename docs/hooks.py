@@ -19,7 +19,7 @@ from mkdocs.structure.files import File
 REPO = Path(__file__).resolve().parents[1]
 
 #: Site path -> repository file, for pictures the pages show that live with the results.
-IMAGES = {"img/demo-learning-curves.png": "results/demo/report/learning_curves.png"}
+IMAGES = {"img/demo-learning-curves.png": "results/demo/repeated-digits/report-b10-batchbald+bald+random/learning_curves.png"}
 
 _INCLUDE = re.compile(r"^<!-- include: (\S+) -->$", re.M)
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
@@ -115,6 +115,16 @@ def _included(repo_path: str, page_depth: int) -> str:
     return _LINK.sub(link, text)
 
 
+def _datasets_table() -> str:
+    from batchal.data.datasets import SIZES
+    from batchal.regression_run import REGRESSION_SIZES
+
+    rows = [f"| `{name}` | {train:,} | {test:,} | {classes} | {what} |" for name, (train, test, classes, what) in SIZES.items()]
+    rows += [f"| `{name}` | {count:,} rows (20% held out for test) | | regression | {what} |" for name, (count, what) in REGRESSION_SIZES.items()]
+    return "\n".join(["| data set | training points | test points | classes | one input |", "|---|---|---|---|---|", *rows])
+
+
 def on_page_markdown(markdown, page, config, files):
     depth = page.file.src_uri.count("/")
+    markdown = markdown.replace("<!-- datasets-table -->", _datasets_table())
     return _INCLUDE.sub(lambda m: _included(m.group(1), depth), markdown)

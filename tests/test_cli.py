@@ -19,9 +19,14 @@ def test_run_several_strategies_and_seeds_prints_a_table(tmp_path, capsys):
         for seed in (0, 1):
             assert (tmp_path / "digits" / f"{strategy}-b5-seed{seed}" / "results.jsonl").is_file()
     assert "round 0: 10 labels" in out  # plain progress lines when not on a terminal
-    # The run ends with its plots and the command that rewrites them.
-    assert (tmp_path / "report" / "report.md").is_file() and list((tmp_path / "report").glob("*.png"))
-    assert f"batchal report {tmp_path / 'digits'} --out {tmp_path / 'report'} --thresholds 0.5" in out
+    # The run ends with its plots, in the study's own report folder, and the command that rewrites them.
+    report = tmp_path / "digits" / "report-b5-bald+random"
+    assert (report / "report.md").is_file() and list(report.glob("*.png"))
+    assert f"batchal report {tmp_path / 'digits'} --out {report} --thresholds 0.5" in out
+    # Another study in the same --out gets its own report folder; the first one's is left as it was.
+    before = (report / "report.md").read_text()
+    assert main(["run", *SMALL, "--strategy", "random", "--seeds", "0", "--out", str(tmp_path), "--thresholds", "0.5"]) == 0
+    assert (tmp_path / "digits" / "report-b5-random" / "report.md").is_file() and (report / "report.md").read_text() == before
 
 
 def test_toml_config_with_flag_override(tmp_path, capsys):

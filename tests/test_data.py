@@ -233,3 +233,20 @@ def test_datasets_command_verifies_checksums(tmp_path, shared_data_dir, capsys, 
     out = capsys.readouterr().out
     assert "letter" in out and "corrupt:" in out
     assert available_locally(shared_data_dir)["letter"] == str(shared_data_dir / "letter")
+
+
+def test_the_stated_sizes_are_the_loaded_ones(shared_data_dir):
+    """batchal datasets and the site's table state SIZES; every data set whose files are here matches them."""
+    from batchal.data.datasets import SIZES, available_locally, dataset_names, load_dataset
+
+    assert set(SIZES) == set(dataset_names())
+    status = available_locally(shared_data_dir, check=False)
+    checked = 0
+    for name, (train, test, classes, _) in SIZES.items():
+        base = name.removeprefix("repeated-")
+        if status[base].startswith(("missing", "corrupt")):
+            continue
+        data = load_dataset(name, shared_data_dir)
+        assert (len(data.train_y), len(data.test_y), data.num_classes) == (train, test, classes), name
+        checked += 1
+    assert checked >= 8  # all but EMNIST, which is not on this machine

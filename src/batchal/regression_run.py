@@ -40,6 +40,9 @@ from batchal.bayesian.dropout import ConsistentMCDropout, mc_dropout
 from batchal.run_files import RunFileError, append_row, atomic_write, read_config, read_results, regression_row_checker
 
 REGRESSION_DATASETS = ("diabetes", "friedman1")
+#: Rows (before the 20% test split) and what they are, for `batchal datasets`.
+REGRESSION_SIZES = {"diabetes": (442, "10 features, disease progression (scikit-learn's, real)"),
+                    "friedman1": (1_000, "10 features of which 5 matter, noise sd 1 (make_friedman1, synthetic)")}
 TEST_FRACTION = 0.2
 
 

@@ -15,10 +15,18 @@ def add_parser(sub) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from batchal.data.datasets import SIZES
+    from batchal.regression_run import REGRESSION_SIZES
+
     status = available_locally(args.data_dir)
     width = max(map(len, dataset_names()))
+    print(f"{'data set':<{width}}  {'train':>8}  {'test':>6}  {'classes':>7}  where")
     for name in dataset_names():
         base = name.removeprefix("repeated-")
-        print(f"{name:<{width}}  {status[base]}")
+        train, test, classes, _ = SIZES[name]
+        print(f"{name:<{width}}  {train:>8,}  {test:>6,}  {classes:>7}  {status[base]}")
+    for name, (rows, what) in REGRESSION_SIZES.items():
+        print(f"{name:<{width}}  {rows:>8,} rows, regression: {what}")
+    print("your own: a folder train/<class>/<image>, a tar of one, an .npz (x, y) or a CSV/Parquet table: `batchal run --dataset PATH`")
     return 0
 

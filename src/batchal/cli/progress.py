@@ -6,9 +6,19 @@ from __future__ import annotations
 import functools
 import shutil
 import statistics
+import time
 import sys
 
 from batchal.experiment import labels_to_reach
+
+
+def duration(seconds: float) -> str:
+    """A time for people: 40 s, 3 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class Bars:
@@ -17,6 +27,7 @@ class Bars:
     def __init__(self, label: str, total_rounds: int, interactive: bool):
         self.label, self.interactive = label, interactive
         self.rounds = self.epochs = None
+        self.total_rounds, self.done, self.started = total_rounds, 0, time.monotonic()
         if interactive:
             from tqdm.auto import tqdm
 
@@ -26,6 +37,7 @@ class Bars:
             self.rounds = self._tqdm(total=total_rounds, desc=label, unit="round")
 
     def resumed(self, round_: int, labelled: int) -> None:
+        self.total_rounds -= round_  # the estimate counts this call's rounds only
         message = f"resuming {self.label} at round {round_} ({labelled} labels)"
         if self.interactive:
             self.rounds.update(round_)
@@ -51,8 +63,12 @@ class Bars:
             self.rounds.update(1)
             self.rounds.set_postfix(labelled=row["labelled"], acc=f"{row['test_accuracy']:.3f}")
         else:
+            self.done += 1
+            left = max(0, self.total_rounds - self.done)
+            hint = f"; about {duration((time.monotonic() - self.started) / self.done * left)} left in this run" if left else ""
             print(f"{self.label} round {row['round']}: {row['labelled']} labels, test accuracy {row['test_accuracy']:.4f}, "
-                  f"NLL {row['test_nll']:.4f}; seconds train {s['train']:.1f} evaluate {s.get('evaluate', 0):.1f} score {s['score']:.1f} select {s['select']:.1f}", flush=True)
+                  f"NLL {row['test_nll']:.4f}; seconds train {s['train']:.1f} evaluate {s.get('evaluate', 0):.1f} score {s['score']:.1f} "
+                  f"select {s['select']:.1f}{hint}", flush=True)
 
     def close(self) -> None:
         if self.rounds is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import tomllib
 from pathlib import Path
 
 from batchal.acquisition.registry import DEFAULT_STRATEGY, strategies
 from batchal.cli.options import split_list
-from batchal.cli.progress import Bars, results_table
+from batchal.cli.progress import Bars, duration, results_table
 from batchal.cli.summaries import SUMMARIES
 from batchal.data.datasets import dataset_names, load_dataset
 from batchal.experiment import COUNTING_NOTE, ExperimentConfig, run_experiment
@@ -162,13 +163,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         failed = _run_on_ray(args, configs, folders, results)
     else:
         failed = []
-        for (strategy, seed), config in configs.items():
+        for n, ((strategy, seed), config) in enumerate(configs.items()):
             bars = Bars(f"{strategy} seed {seed}", rounds_total, interactive)
+            started = time.monotonic()
             try:
                 rows = run_experiment(config, folders[(strategy, seed)], data=data, progress=bars)
             finally:
                 bars.close()
             results[strategy].append(rows)
+            if n == 0 and len(configs) > 1 and bars.done:
+                # A time hint for the whole command, from the first run measured on this machine
+                # (strategies differ in cost: BatchBALD and BADGE select slower than random).
+                print(f"(this run took {duration(time.monotonic() - started)}; the other {len(configs) - 1} run(s) about "
+                      f"{duration((time.monotonic() - started) * (len(configs) - 1))} more, by this one)", flush=True)
     results = {s: runs for s, runs in results.items() if runs}
     if results:
         print()
@@ -177,7 +184,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(COUNTING_NOTE)
         from batchal.report import write_report
 
-        report_dir = out / "report"
+        # One report folder per study (the data, the batch size and the strategies), beside its runs,
+        # so that another study in the same --out never overwrites it.
+        report_dir = out / data_folder / f"report-b{first.acquisition_size}-{'+'.join(names)}"
         thresholds_text = ",".join(f"{t:g}" for t in thresholds)
         path = write_report([folders[key] for key in folders if folders[key].exists()], report_dir, thresholds)
         print(f"\nPlots (learning curves, labels needed) and a summary: {path}"
