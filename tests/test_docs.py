@@ -4,8 +4,10 @@
   block on the page provides what its examples assume), from a temporary folder; a block that
   cannot run here is preceded by ``<!-- not-run: why -->`` and the reason must name the test
   that runs the same calls;
-- every ``batchal ...`` line of a bash block parses with the command line's parser, and every
-  ``from batchal... import ...`` imports;
+- every bash block installs, serves or simulates for minutes, so none runs here: each is preceded
+  by ``<!-- not-run: why -->`` naming the test that runs the same commands, and every
+  ``batchal ...`` line in it parses with the command line's parser; every ``from batchal...
+  import ...`` imports; text, TOML and BibTeX blocks are data, not code;
 - the site builds with ``mkdocs build --strict`` (warnings are errors), and Chromium opens its
   main pages with no console error and no internal link that fails (tests/test_docs.py builds
   into a temporary folder; nothing is written into the repository).
@@ -80,6 +82,13 @@ def _commands() -> list[str]:
                 if line.startswith("batchal "):
                     out.append(line)
     return out
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "bash")], ids=_name)
+def test_every_shell_block_says_which_test_runs_its_commands(page):
+    for code, why in blocks(page, "bash"):
+        assert why is not None, f"{_name(page)}: a bash block without <!-- not-run: why --> before it:\n{code}"
+        assert re.search(r"tests/test_\w+\.py", why), f"{_name(page)}: the reason must name the test that runs these commands: {why}"
 
 
 def test_every_batchal_command_line_parses():
