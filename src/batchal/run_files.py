@@ -76,7 +76,11 @@ def check_classification_row(row, path: Path, line: int, expected_round: int, se
         raise RunFileError(f"{where}: 'acquired' must list data set indices (integers >= 0), got {acquired!r}")
     if len(row["acquired_labels"]) != len(acquired):
         raise RunFileError(f"{where}: {len(acquired)} acquired indices but {len(row['acquired_labels'])} acquired labels")
-    repeated = sorted(set(acquired) & seen) + sorted(i for i in set(acquired) if acquired.count(i) > 1)
+    distinct = set(acquired)
+    repeated = sorted(distinct & seen)
+    if not repeated and len(distinct) != len(acquired):  # a repeat inside the round: found in one pass, not by count()
+        once: set = set()
+        repeated = [next(i for i in acquired if i in once or once.add(i))]
     if repeated:
         raise RunFileError(f"{where}: data set index {repeated[0]} is acquired a second time; a run labels each item once")
     seen.update(acquired)
