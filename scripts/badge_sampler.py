@@ -38,12 +38,13 @@ DATASETS = ("letter", "mnist", "cifar10")
 
 
 def runs(root: Path, dataset: str, strategy: str, b: int) -> dict[int, list[dict]]:
-    """seed -> rows of the finished-or-not runs of one setting (the MNIST runs' folders end in -full-pool)."""
+    """seed -> rows of the finished runs of one setting (the MNIST runs' folders end in -full-pool); a run still in
+    progress is left out, so the figures move only when a run finishes."""
     out = {}
     for folder in sorted((root / dataset).glob(f"{strategy}-b{b}-seed*")):
         seed = int(folder.name.split("seed")[1].split("-")[0])
         rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
-        if rows:
+        if rows and "stop_reason" in rows[-1]:
             out[seed] = rows
     return out
 

@@ -221,7 +221,128 @@ def badge_cost_block(results: Path) -> list[str]:
         f"| all | {sum(count.values())} | {sum(hours.values()):.1f} |"]
 
 
-BLOCKS = {"paper-protocol": paper_protocol_block, "badge-cost": badge_cost_block, "sweep": sweep_block, "faithful-cpu": faithful_block, "regression": regression_block, "badge-cpu": badge_cpu_block}
+def _quartiles(runs, threshold: float) -> str:
+    q = labels_needed_quartiles(runs, threshold)
+    if all(v is None or math.isinf(v) for v in q):
+        return "not reached"
+    return " / ".join("not reached" if v is None or math.isinf(v) else f"{v:.0f}" for v in q)
+
+
+def _final(runs) -> float:
+    return float(np.median([run.rows[-1]["test_accuracy"] for run in runs]))
+
+
+def _own_penalty(runs, strategy_of) -> dict[str, float]:
+    """Column means of one setting's own penalty matrix (batchal.report.penalty_matrix: every round a checkpoint)."""
+    from batchal.report import penalty_matrix
+
+    curves: dict[str, list] = defaultdict(list)
+    for run in runs:
+        curves[strategy_of(run)].append(run)
+    setting = runs[0].setting
+    names, P, _ = penalty_matrix({setting: dict(curves)})
+    return {n: float(P[:, i].mean()) for i, n in enumerate(names)}
+
+
+def study_table(paths: list[Path], rows: list[tuple[str, str]], thresholds: tuple[float, ...], counts: list[int],
+                paper: dict[str, tuple[str, ...]] = None, setting: str = None, penalty: bool = False,
+                strategy_of=lambda run: run.strategy) -> list[str]:
+    """A table of a study's runs: labels needed (25% / median / 75%, Table 1 counting) per threshold, the paper's
+    figures beside them where given, the median accuracy at ``counts``, and (``penalty``) the setting's own penalty
+    column mean. ``rows``: (shown name, strategy as the runs name it)."""
+    runs = [run for run in find_runs(paths) if setting is None or run.setting == setting]
+    by: dict[str, list] = defaultdict(list)
+    for run in runs:
+        by[strategy_of(run)].append(run)
+    own = _own_penalty([run for _, strategy in rows for run in by[strategy]], strategy_of) if penalty else {}
+    head = ["strategy", "seeds"]
+    for t in thresholds:
+        head += [f"to {t:.0%}"] + (["paper"] if paper else [])
+    head += [f"median accuracy at {' / '.join(map(str, counts))} labels"] + (["penalty column mean (this setting)"] if penalty else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for shown, strategy in rows:
+        group = by[strategy]
+        if not group:
+            continue
+        cells = [shown, str(len(group))]
+        for i, t in enumerate(thresholds):
+            cells.append(_quartiles(group, t))
+            if paper:
+                cells.append(paper.get(shown, ("-",) * len(thresholds))[i])
+        accs = [_median_at(group, c) for c in counts]
+        cells.append(" / ".join("-" if math.isnan(a) else f"{a:.3f}" for a in accs))
+        if penalty:
+            cells.append(f"{own.get(strategy, math.nan):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+PAPER_MNIST = {"BatchBALD": ("70 / 90 / 110", "190 / 200 / 230"), "BALD": ("120 / 120 / 170", "250 / 250 / >300")}
+PAPER_REPEATED = {"BatchBALD": ("120 / 120 / 130", "260 / 260 / 280"), "random": ("185 / 195 / 225", "not reached"),
+                  "BALD": ("260 / 280 / not reached", "not reached")}
+
+
+def mnist_paper_block(results: Path) -> list[str]:
+    rows = [("BatchBALD", "batchbald"), ("BALD", "bald"), ("random", "random")]
+    return (["Labels needed, 25% / median / 75% over seeds (Table 1 counting), beside the paper's Table 1; median test accuracy:", ""]
+            + study_table([results / "mnist-paper" / "runs"], rows, (0.9, 0.95), [60, 100, 140, 180, 220, 260, 300], PAPER_MNIST)
+            + ["", "Repeated MNIST:", ""]
+            + study_table([results / "repeated-mnist-paper" / "runs"], rows, (0.9, 0.95), [60, 100, 140, 180, 220, 260, 300], PAPER_REPEATED)
+            + ["", "Acquisition-size sweep (unfinished runs count as far as they got):", ""]
+            + study_table([results / "mnist-sweep-paper" / "runs", results / "mnist-paper" / "runs"],
+                          [(f"{n} b = {b}", f"{s}@{b}") for n, s in (("BALD", "bald"), ("BatchBALD", "batchbald")) for b in (5, 10, 20, 40)],
+                          (0.9,), [100, 180, 300], strategy_of=lambda run: f"{run.config['strategy']}@{run.config['acquisition_size']}"))
+
+
+def cpu_a_block(results: Path) -> list[str]:
+    rows = [("BatchBALD", "batchbald"), ("BALD", "bald"), ("random", "random")]
+    return study_table([results / "mnist" / "runs"], rows, (0.9, 0.95), [50, 100, 150, 200, 300], PAPER_MNIST, setting="mnist b=10")
+
+
+def cpu_b_block(results: Path) -> list[str]:
+    rows = [("BatchBALD", "batchbald"), ("random", "random"), ("BALD", "bald"), ("variation ratios", "variation_ratios"),
+            ("mean std", "mean_std")]
+    return study_table([results / "repeated-mnist" / "runs"], rows, (0.9,), [50, 100, 150], {k: v[:1] for k, v in PAPER_REPEATED.items()})
+
+
+def badge_study_block(results: Path) -> list[str]:
+    from batchal.report import penalty_matrix
+
+    runs = find_runs([results / "badge-study" / "runs"])
+    grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        grouped[run.setting][run.strategy].append(run)
+    names, P, used = penalty_matrix({k: dict(v) for k, v in grouped.items()})
+    means = sorted(((float(P[:, i].mean()), n) for i, n in enumerate(names)))
+    finals = {setting: {s: _final(v) for s, v in curves.items()} for setting, curves in grouped.items()}
+    return [f"Penalty-matrix column means over the {used} settings, every round a checkpoint as `batchal report` counts "
+            "(lower is better; 3 seeds, so a win needs |t| > 4.303): " + ", ".join(f"{n} {m:.3f}" for m, n in means) + ".", "",
+            "| setting | " + " | ".join(sorted(next(iter(finals.values())))) + " |", "|---|" + "---|" * len(next(iter(finals.values())))]\
+        + [f"| {setting} (median final accuracy) | " + " | ".join(f"{finals[setting][s]:.3f}" for s in sorted(finals[setting])) + " |"
+           for setting in sorted(finals)]
+
+
+def new_strategies_block(results: Path) -> list[str]:
+    from paired_tests import sources
+
+    paths = sources("new-strategies")
+    letter = [("typiclust", "typiclust"), ("cluster_margin", "cluster_margin"), ("bald on a 5-member ensemble", "bald (ensemble)"),
+              ("power_epig", "power_epig"), ("batchbald", "batchbald"), ("badge", "badge"), ("bald (MC dropout)", "bald"),
+              ("epig", "epig"), ("random", "random")]
+    mnist = [("cluster_margin", "cluster_margin"), ("badge", "badge"), ("epig", "epig"), ("power_epig", "power_epig"),
+             ("batchbald", "batchbald"), ("bald (MC dropout)", "bald"), ("typiclust", "typiclust"), ("random", "random")]
+
+    def strategy_of(run) -> str:
+        return run.config["strategy"] + (" (ensemble)" if run.config.get("posterior") == "ensemble" or run.config.get("ensemble_size") else "")
+
+    return (["Letter b = 25:", ""] + study_table(paths, letter, (0.6, 0.7), [100, 200, 300], setting="letter b=25", penalty=True,
+                                                 strategy_of=strategy_of)
+            + ["", "MNIST b = 10, CPU protocol:", ""] + study_table(paths, mnist, (0.9, 0.95), [50, 100, 150, 200, 300], setting="mnist b=10",
+                                                                 penalty=True, strategy_of=strategy_of))
+
+
+BLOCKS = {"paper-protocol": paper_protocol_block, "mnist-paper": mnist_paper_block, "cpu-a": cpu_a_block, "cpu-b": cpu_b_block,
+          "badge-study": badge_study_block, "new-strategies": new_strategies_block, "badge-cost": badge_cost_block, "sweep": sweep_block, "faithful-cpu": faithful_block, "regression": regression_block, "badge-cpu": badge_cpu_block}
 
 
 def regenerate(root: Path, results: Path) -> None:
