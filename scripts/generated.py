@@ -341,7 +341,37 @@ def new_strategies_block(results: Path) -> list[str]:
                                                                  penalty=True, strategy_of=strategy_of))
 
 
-BLOCKS = {"paper-protocol": paper_protocol_block, "mnist-paper": mnist_paper_block, "cpu-a": cpu_a_block, "cpu-b": cpu_b_block,
+def front_figures_block(results: Path) -> list[str]:
+    """The README's measured figures: the demonstration's and the suite's wall time with their machine and load
+    (results/benchmarks/main_job.txt, suite.txt) and BatchBALD's speed against the reference (batchbald_*.json)."""
+    import json
+    import re
+
+    def header(path: Path) -> dict:
+        text = path.read_text()
+        return {"load": re.search(r"load before start: ([\d.]+)", text).group(1),
+                "wall": int(re.search(r"wall clock: (\d+) s", text).group(1)), "text": text}
+
+    demo, suite = header(results / "benchmarks" / "main_job.txt"), header(results / "benchmarks" / "suite.txt")
+    passed = re.search(r"(\d+) passed", suite["text"]).group(1)
+    skipped = re.search(r"(\d+) skipped", suite["text"])
+    speedups = []
+    for name in ("synthetic", "mnist"):
+        data = json.loads((results / "benchmarks" / f"batchbald_{name}.json").read_text())["sizes"]
+        for entry in data.values():
+            if "batchbald_redux 2.0.5" in entry:
+                speedups.append(entry["batchbald_redux 2.0.5"]["seconds"] / entry["batchal lazy greedy"]["seconds"])
+    minutes, seconds = divmod(suite["wall"], 60)
+    return [f"- The demonstration (`batchal run`): {demo['wall']} s of wall clock on a 2-core machine at load {demo['load']} before "
+            "start (`results/benchmarks/main_job.txt`, `bash benchmarks/time_main_job.sh`), plus the install: a few minutes.",
+            f"- The suite: {minutes} min {seconds} s of wall clock on the same kind of machine at load {suite['load']} before start, "
+            f"{int(passed):,} passed" + (f", {skipped.group(1)} skipped (CUDA only when chromium and Label Studio are there)" if skipped else "")
+            + " (`results/benchmarks/suite.txt`, `bash benchmarks/time_suite.sh`).",
+            f"- BatchBALD: {min(speedups):.0f}-{max(speedups):.0f}x faster than batchbald_redux 2.0.5 on the same inputs "
+            "(`results/benchmarks/batchbald_*.txt`)."]
+
+
+BLOCKS = {"front-figures": front_figures_block, "paper-protocol": paper_protocol_block, "mnist-paper": mnist_paper_block, "cpu-a": cpu_a_block, "cpu-b": cpu_b_block,
           "badge-study": badge_study_block, "new-strategies": new_strategies_block, "badge-cost": badge_cost_block, "sweep": sweep_block, "faithful-cpu": faithful_block, "regression": regression_block, "badge-cpu": badge_cpu_block}
 
 
@@ -362,6 +392,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.check:
         regenerate(REPO, REPO / "results")
+        subprocess.run([sys.executable, str(REPO / "scripts" / "badge_sampler.py")], check=True, capture_output=True, cwd=REPO)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp)
