@@ -355,6 +355,7 @@ def front_figures_block(results: Path) -> list[str]:
     demo, suite = header(results / "benchmarks" / "main_job.txt"), header(results / "benchmarks" / "suite.txt")
     passed = re.search(r"(\d+) passed", suite["text"]).group(1)
     skipped = re.search(r"(\d+) skipped", suite["text"])
+    failed = re.search(r"(\d+) failed", suite["text"])
     speedups = []
     for name in ("synthetic", "mnist"):
         data = json.loads((results / "benchmarks" / f"batchbald_{name}.json").read_text())["sizes"]
@@ -366,7 +367,7 @@ def front_figures_block(results: Path) -> list[str]:
             "start (`results/benchmarks/main_job.txt`, `bash benchmarks/time_main_job.sh`), plus the install: a few minutes.",
             f"- The suite: {minutes} min {seconds} s of wall clock on the same kind of machine at load {suite['load']} before start, "
             f"{int(passed):,} passed" + (f", {skipped.group(1)} skipped (CUDA only when chromium and Label Studio are there)" if skipped else "")
-            + " (`results/benchmarks/suite.txt`, `bash benchmarks/time_suite.sh`).",
+            + (f", **{failed.group(1)} failed**" if failed else "") + " (`results/benchmarks/suite.txt`, `bash benchmarks/time_suite.sh`).",
             f"- BatchBALD: {min(speedups):.0f}-{max(speedups):.0f}x faster than batchbald_redux 2.0.5 on the same inputs "
             "(`results/benchmarks/batchbald_*.txt`)."]
 

@@ -151,8 +151,9 @@ def test_license_changelog_and_citation_exist():
 
     assert "MIT License" in (REPO / "LICENSE").read_text()
     assert "BatchBALD" in (REPO / "CITATION.cff").read_text() and "## " in (REPO / "CHANGELOG.md").read_text()
-    readme = (REPO / "README.md").read_text()
-    assert "## How to cite" in readme and "Ash" in readme and "Kirsch" in readme
+    readme, cite = (REPO / "README.md").read_text(), (REPO / "docs" / "cite.md").read_text()
+    assert "## How to cite" in readme and "docs/cite.md" in readme
+    assert "ash2020badge" in cite and "kirsch2019batchbald" in cite and "@software{batchal" in cite
 
 
 def test_identical_samples_are_named_and_a_wrong_input_shape_is_blamed_on_the_shape():
