@@ -137,6 +137,25 @@ def candidates_of(pool: Sequence[int], subsample: Optional[int], seed: int, roun
     return subsample_pool(pool_t, subsample, g, group_size).tolist()
 
 
+def _balanced(selection: Selection, predictions: Predictions, candidates: list[int], inputs: dict, labels: Sequence[int],
+              batch_size: int, seed: int, round_: int) -> Selection:
+    """The selection cut to ``batch_size`` by the class-balancing rule, on each ranked candidate's predicted class."""
+    ranked = selection.indices.tolist()
+    log_probs = inputs.get("log_probs_N_K_C")
+    if log_probs is not None:
+        log_probs = log_probs[torch.as_tensor(ranked, dtype=torch.long)]
+    else:  # the strategy needed no predictions: one deterministic pass for the classes
+        log_probs = predictions.log_probs([candidates[p] for p in ranked], 1, round_seed(seed, round_, SEED_SCORE))
+    predicted = torch.logsumexp(log_probs.double(), dim=1).argmax(1).tolist()
+    num_classes = max([int(log_probs.shape[2])] + [int(c) + 1 for c in labels])
+    counts = torch.bincount(torch.as_tensor([int(c) for c in labels], dtype=torch.long), minlength=num_classes).tolist()
+    kept = balance_batch(predicted, counts, batch_size)
+    return Selection(indices=selection.indices[kept], scores=selection.scores[kept], strategy=selection.strategy,
+                     info={**selection.info, "balanced": {"ranked": len(ranked), "ranked_classes": predicted, "kept": kept,
+                                                          "labelled_counts": counts}},
+                     running_total=False)
+
+
 def strategy_inputs(spec: Strategy, predictions: Predictions, candidates: list[int], labelled: Sequence[int], *,
                     mc_samples: int, seed: int) -> dict[str, Any]:
     """Exactly the inputs ``spec`` declares, for the candidates (and the labelled set where it asks)."""
@@ -164,6 +183,42 @@ def strategy_inputs(spec: Strategy, predictions: Predictions, candidates: list[i
     return inputs
 
 
+#: The class-balancing wrapper lets the strategy rank this many times the batch before balancing.
+BALANCE_OVERSELECT = 3
+
+
+def balance_batch(ranked_classes: Sequence[int], labelled_counts: Sequence[int], batch_size: int) -> list[int]:
+    """The class-balancing rule (``balance=``, ``batchal run --balance``): which of the strategy's
+    ranked candidates to keep, as positions in its ranking.
+
+    ``ranked_classes``: each ranked candidate's predicted class, in the strategy's order of
+    preference; ``labelled_counts``: how many labels each class has so far. The batch's slots go
+    one at a time to the class whose labelled count plus slots so far is smallest, among the
+    classes that still have an unassigned ranked candidate (ties: the lower class id): water
+    filling towards equal counts, so a rare class gets slots first and a class the strategy
+    never ranked gets none. Each class's slots go to its candidates in the strategy's order; the
+    kept positions come back in that order. (As small-text's ClassBalancer, on the strategy's
+    own ranking: any strategy can be balanced.)
+    """
+    counts = [int(c) for c in labelled_counts]
+    available: dict[int, int] = {}
+    for c in ranked_classes:
+        available[int(c)] = available.get(int(c), 0) + 1
+        if int(c) >= len(counts):
+            counts += [0] * (int(c) + 1 - len(counts))
+    quota = {c: 0 for c in available}
+    for _ in range(min(batch_size, len(ranked_classes))):
+        open_classes = [c for c in available if quota[c] < available[c]]
+        c = min(open_classes, key=lambda k: (counts[k] + quota[k], k))
+        quota[c] += 1
+    kept = []
+    for position, c in enumerate(ranked_classes):
+        if quota[int(c)] > 0:
+            quota[int(c)] -= 1
+            kept.append(position)
+    return kept
+
+
 def acquire(
     strategy: str,
     predictions: Predictions,
@@ -180,6 +235,7 @@ def acquire(
     protocol: Optional[dict[str, Any]] = None,
     device=None,
     progress: Optional[Callable[[int, int], None]] = None,
+    balance: Optional[Sequence[int]] = None,
 ) -> Acquisition:
     """Pick ``batch_size`` of ``pool`` (positions in the predictions' inputs) with ``strategy``.
 
@@ -191,8 +247,13 @@ def acquire(
     protocol: a protocol's settings for whichever strategy runs (e.g. num_samples, prefilter):
         those the strategy does not take are left out; ``prefilter`` is never below the batch.
     device: where selection runs (the inputs are moved there).
+    balance: the labelled items' classes (one per labelled item) to balance the batch by
+        (``balance_batch``'s rule): the strategy ranks BALANCE_OVERSELECT times the batch, and
+        the kept picks are those the rule chooses, in the strategy's order. Classification only.
     """
     spec = get_strategy(strategy)
+    if balance is not None and spec.kind not in ("classification",) and not spec.needs_pool_only:
+        raise ValueError(f"balance= needs predicted classes: strategy {strategy!r} is a {spec.kind} strategy")
     candidates = candidates_of(pool, subsample, seed, round_, group_size)
     if not candidates:
         raise ValueError("the pool is empty: nothing left to acquire")
@@ -207,8 +268,11 @@ def acquire(
     if device is not None:
         given = {name: value.to(device) if isinstance(value, torch.Tensor) else value for name, value in given.items()}
     start = time.perf_counter()
-    selection = select(strategy, min(batch_size, len(candidates)), seed=round_seed(seed, round_, SEED_SELECT),
-                       progress=progress, **given)
+    wanted = min(batch_size, len(candidates))
+    ranked = min(BALANCE_OVERSELECT * wanted, len(candidates)) if balance is not None else wanted
+    selection = select(strategy, ranked, seed=round_seed(seed, round_, SEED_SELECT), progress=progress, **given)
+    if balance is not None:
+        selection = _balanced(selection, predictions, candidates, inputs, balance, wanted, seed, round_)
     select_seconds = time.perf_counter() - start
     picked = [candidates[p] for p in selection.indices.tolist()]  # candidate positions -> input positions
     return Acquisition(picked=picked, candidates=candidates, selection=selection, inputs=inputs,

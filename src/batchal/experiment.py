@@ -101,6 +101,7 @@ class ExperimentConfig:
     rgb: bool = False  # your own images: keep colour
     initial_indices: Optional[Any] = None  # fixed initial training indices, or the preset "batchbald-paper"
     imbalance: Optional[float] = None  # a long-tailed training pool: the rarest class keeps this fraction (data.dataset.long_tailed)
+    balance: bool = False  # balance each batch by predicted class (batchal.acquire.balance_batch's rule)
 
     def __post_init__(self):
         if isinstance(self.train, dict):
@@ -145,6 +146,8 @@ class ExperimentConfig:
         parse_stop(self.stop)
         if self.initial_selection not in ("balanced", "random"):
             raise ValueError(f"initial_selection must be balanced or random, got {self.initial_selection!r}")
+        if not isinstance(self.balance, bool):
+            raise ValueError(f"balance must be true or false, got {self.balance!r}")
         if self.imbalance is not None and (isinstance(self.imbalance, bool) or not isinstance(self.imbalance, (int, float))
                                            or not 0 < self.imbalance <= 1):
             raise ValueError(f"imbalance must be a ratio in (0, 1] (the rarest class keeps this fraction), got {self.imbalance!r}")
@@ -174,6 +177,8 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["train"] = self.train.to_dict()
+        if not d["balance"]:  # written only when set, so the folders of earlier runs resume as they are
+            del d["balance"]
         return d
 
 
@@ -396,7 +401,8 @@ def _acquire_round(config: ExperimentConfig, data: Dataset, models: list, rows: 
     acquisition = acquire(config.strategy, ModelPredictions(models, data.train_x, batch_size=config.eval_batch_size, device=device),
                           pool.tolist(), batch_size, labelled=labelled, seed=config.seed, round_=round_,
                           mc_samples=config.mc_samples, subsample=config.pool_subsample,
-                          group_size=_group_size(config, data), options=options, protocol=protocol, device=device)
+                          group_size=_group_size(config, data), options=options, protocol=protocol, device=device,
+                          balance=[int(data.train_y[i]) for i in labelled] if config.balance else None)
     selection = acquisition.selection
     acquired = acquisition.picked  # dataset indices, mapped back from the candidates by the seam
     out: dict[str, Any] = {}

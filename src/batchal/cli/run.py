@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
     run.add_argument("--image-size", dest="image_size", type=int, help="your own images: resized to this square size (default 28)")
     run.add_argument("--rgb", action="store_const", const=True, default=None, help="your own images: keep colour (default grayscale)")
     run.add_argument("--strategy", help="comma-separated strategies, e.g. batchbald,bald,random")
+    run.add_argument("--balance", action="store_const", const=True, default=None,
+                     help="balance every strategy's batches by predicted class: the strategy ranks 3b candidates and the slots go "
+                     "first to the classes with the fewest labels (batchal.acquire.balance_batch); runs go to STRATEGY-balanced-bB-seedS")
     run.add_argument("--acquisition-size", dest="acquisition_size", type=int, help="points labelled per round (b)")
     run.add_argument("--initial-size", dest="initial_size", type=int, help="class-balanced initial labels (0 allowed)")
     run.add_argument("--budget", type=int, help="stop once this many points are labelled")
@@ -158,7 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     rounds_total = (first.budget - first.initial_size + first.acquisition_size - 1) // first.acquisition_size + 1
     # Your own data (a path) gets a folder named after its last part, never the path itself.
     data_folder = first.dataset if first.dataset in dataset_names() else Path(first.dataset).name.replace(".", "-")
-    folders = {(s, seed): out / data_folder / f"{s}-b{config.acquisition_size}-seed{seed}" for (s, seed), config in configs.items()}
+    folders = {(s, seed): out / data_folder / f"{s}{'-balanced' if config.balance else ''}-b{config.acquisition_size}-seed{seed}"
+               for (s, seed), config in configs.items()}
     if args.ray is not None:
         failed = _run_on_ray(args, configs, folders, results)
     else:
@@ -186,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         # One report folder per study (the data, the batch size and the strategies), beside its runs,
         # so that another study in the same --out never overwrites it.
-        report_dir = out / data_folder / f"report-b{first.acquisition_size}-{'+'.join(names)}"
+        report_dir = out / data_folder / f"report-b{first.acquisition_size}-{'+'.join(names)}{'-balanced' if first.balance else ''}"
         thresholds_text = ",".join(f"{t:g}" for t in thresholds)
         path = write_report([folders[key] for key in folders if folders[key].exists()], report_dir, thresholds)
         print(f"\nPlots (learning curves, labels needed) and a summary: {path}"
