@@ -84,8 +84,10 @@ def test_typing_a_whole_batch_at_once_against_a_slow_server_labels_every_item_as
         assert shown == meant
         page.wait_for_function("document.getElementById('queue').textContent === ''", timeout=60_000)
         assert page.locator(".item.failed").count() == 0
-        # The highlighted card stayed in view on a 1366x768 screen.
-        assert page.evaluate("() => { const r = document.querySelector('.item.current').getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }")
+        # The batch is complete: the cursor left the grid (no card highlighted, so no key can land on one),
+        # and the last card stayed in view on a 1366x768 screen.
+        assert page.locator(".item.current").count() == 0
+        assert page.evaluate("() => { const cards = document.querySelectorAll('.item'); const r = cards[cards.length - 1].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }")
         browser.close()
     assert typed < len(ids) * DELAY  # the keys were typed faster than the labels were acknowledged
     assert project.store.current_labels() == meant
@@ -131,3 +133,67 @@ def test_two_annotators_on_two_pages_never_share_an_item_and_undo_only_their_own
                                      body: JSON.stringify({{id: {shares['alice'][0]}, label: '3'}})}})).status""")
         assert r == 409
         browser.close()
+
+
+def _labels_shown(page) -> list[str]:
+    return page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.label)")
+
+
+def test_undo_then_type_on_puts_every_label_on_its_card_against_a_slow_server(tmp_path):
+    """Issue 33's sequence: 1 2 3 4 5 6 7 8 9 0, u, 7 8 9 with no pause while every label takes DELAY to
+    answer (the undone label already sent): cards 1-9 keep 1..9, card 10 gets 7, 11 gets 8, 12 gets 9."""
+    write_images(tmp_path / "images", count=40)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=12)
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
+    with SlowServer(project) as server, playwright.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"http://127.0.0.1:{server.port}/?token={OWNER}")
+        page.wait_for_selector(".item img")
+        ids = card_ids(page)
+        assert len(ids) >= 13  # 12 picks and the random audit items
+        for key in "1234567890":
+            page.keyboard.press(key)
+        # The 10th label is on its way: sent, not yet answered (the last of the queue, being saved).
+        page.wait_for_function("document.getElementById('queue').textContent.startsWith('1 change')", timeout=30_000)
+        page.keyboard.press("u")
+        for key in "789":
+            page.keyboard.press(key)
+        expected = [str(d) for d in range(1, 10)] + ["7", "8", "9"] + [""] * (len(ids) - 12)
+        assert _labels_shown(page) == expected  # at once, on the page
+        page.wait_for_function("document.getElementById('queue').textContent === ''", timeout=60_000)
+        assert _labels_shown(page) == expected and page.locator(".item.failed").count() == 0
+        browser.close()
+    assert project.store.current_labels() == {item: label for item, label in zip(ids, expected) if label}
+
+
+def test_keys_past_the_end_and_while_the_next_batch_is_prepared_change_no_finished_card(tmp_path):
+    """With the batch complete a label key is refused visibly; after n, while the next batch is being
+    prepared and the old one is still on screen, keys are refused too: no finished card changes."""
+    write_images(tmp_path / "images", count=40)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=6)
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
+    with SlowServer(project) as server, playwright.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"http://127.0.0.1:{server.port}/?token={OWNER}")
+        page.wait_for_selector(".item img")
+        ids = card_ids(page)
+        meant = [str(d) for d in range(1, 9)]
+        for key in "12345678":
+            page.keyboard.press(key)
+        page.keyboard.press("9")  # past the end
+        assert _labels_shown(page) == meant
+        assert "key ignored" in page.locator("#error").inner_text()
+        page.wait_for_function("document.getElementById('queue').textContent === ''", timeout=60_000)
+        page.keyboard.press("n")
+        page.wait_for_function("document.getElementById('next').disabled")
+        for key in "12345":  # the old batch is still on screen while the model trains
+            page.keyboard.press(key)
+        assert _labels_shown(page) == meant
+        assert "being prepared" in page.locator("#error").inner_text()
+        page.wait_for_function("ids => [...document.querySelectorAll('.item')].every(e => !ids.includes(+e.dataset.id))",
+                               arg=ids, timeout=120_000)
+        browser.close()
+    labels = project.store.current_labels()
+    assert {item: labels[item] for item in ids} == dict(zip(ids, meant))
