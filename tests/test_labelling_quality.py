@@ -37,7 +37,8 @@ def test_paired_gain_sees_a_real_gain_and_not_noise():
     n, mean, upper = paired_gain(after, before)
     assert n == 40 and mean == pytest.approx(0.25) and upper > 0.25
     n, mean, upper = paired_gain(after, after)
-    assert mean == 0 and 0 < upper < 0.1  # the floor of one discordant pair: never a zero-width bound
+    # No discordant pair: the exact bound 1 - 0.05^(1/n), never a zero-width interval.
+    assert mean == 0 and upper == pytest.approx(1 - 0.05 ** (1 / 40))
     assert paired_gain({1: 1}, {1: 0}) is None
 
 

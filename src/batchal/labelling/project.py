@@ -525,13 +525,18 @@ class Project:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _label_counts(self, labels: Optional[dict] = None) -> dict[str, int]:
+        """Labels per class (every class listed)."""
+        counts = {c: 0 for c in self.classes}
+        for label in (self.store.current_labels() if labels is None else labels).values():
+            counts[label] = counts.get(label, 0) + 1
+        return counts
+
     def status(self) -> dict:
         labels = self.store.current_labels()
         batch = self.store.current_batch()
         batch_ids = batch[1] if batch else []
-        counts = {c: 0 for c in self.classes}
-        for label in labels.values():
-            counts[label] = counts.get(label, 0) + 1
+        counts = self._label_counts(labels)
         flagged = self.store.flagged()
         accuracy = [{k: v for k, v in row.items() if k != "per_item"} for row in self.store.accuracy_history()]
         return {
@@ -551,6 +556,7 @@ class Project:
             "done": not self._pool(labels),
             "batches": self.store.batch_history(),
             "stop_hint": self.stop_hint(),
+            "chance_warning": quality.chance_warning(self.store.accuracy_history(), quality.chance_level(len(self.classes), counts)),
             "annotators": self.store.annotators(),
             "overlap": self.overlap,
             "agreement": quality.agreement(self.store.annotator_labels()),
@@ -576,7 +582,11 @@ class Project:
         unlabelled items have stabilised (Cohen's kappa between consecutive models >= 0.99 on
         average over the last 3 batches)."""
         reasons = []
-        gain = quality.stop_hint(self.store.accuracy_history(), window=int(self.meta.get("stop_patience", 3)))
+        history = self.store.accuracy_history()
+        chance = quality.chance_level(len(self.classes), self._label_counts())
+        if not quality.above_chance(history, chance):
+            return None  # a model not shown to beat chance is not done, however stable it looks
+        gain = quality.stop_hint(history, window=int(self.meta.get("stop_patience", 3)), chance=chance)
         if gain:
             reasons.append(gain)
         stable = StabilizingPredictions()

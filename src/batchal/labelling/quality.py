@@ -14,8 +14,18 @@ for a handful of items. The exported model is retrained on every label.
 The stop hint. Successive estimates on a few items are noisy, so a plateau of point estimates
 says nothing. The hint compares the current model with the one ``window`` batches earlier on
 the *same* audit items (a paired comparison: the noise of which items were drawn cancels) and
-fires only when the upper end of the 95% interval of that gain is below the half-width of the
-current estimate's interval: the gain, if any, is smaller than what the estimate can resolve.
+fires only when an exact 95% upper bound on that gain is below the half-width of the current
+estimate's interval (the gain, if any, is smaller than what the estimate can resolve) *and*
+the model is clearly above chance (the estimate's lower bound above the chance level, the
+larger of 1/C and the most frequent class's share of the labels): a model that has learnt
+nothing is not "done". The bound: the gain is P(now right, before wrong) - P(now wrong, before
+right), at most the first, whose one-sided 95% Clopper-Pearson upper bound from the paired
+items is exact and valid with no discordant pair at all (1 - 0.05^(1/n) then).
+
+The chance warning. When at least ``CHANCE_MIN_ITEMS`` audit items have been labelled and the
+estimate's 95% interval still reaches down to the chance level, the status warns that the model
+is not (yet) shown to beat chance: random or inconsistent labels, or a wrong class list, look
+like this.
 """
 
 from __future__ import annotations
@@ -44,26 +54,63 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def paired_gain(now: dict[int, int], before: dict[int, int], z: float = Z95) -> Optional[tuple[int, float, float]]:
-    """(n, mean gain, upper 95% bound) of now - before on the items both were scored on; the
-    bound uses the paired differences' standard error, with a floor of one discordant pair
-    (so that n identical results do not claim a zero-width interval)."""
+def clopper_pearson_upper(k: int, n: int, alpha: float = 0.05) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson upper bound for a proportion with k successes in n trials."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(1 - alpha, k + 1, n - k))
+
+
+def paired_gain(now: dict[int, int], before: dict[int, int]) -> Optional[tuple[int, float, float]]:
+    """(n, mean gain, exact 95% upper bound) of now - before on the items both were scored on
+    (module docstring: the gain is at most the share of items now right and before wrong)."""
     common = sorted(set(now) & set(before))
     n = len(common)
     if n < 2:
         return None
-    diffs = [now[i] - before[i] for i in common]
-    mean = sum(diffs) / n
-    var = max(sum((d - mean) ** 2 for d in diffs) / (n - 1), 1 / n)
-    return n, mean, mean + z * math.sqrt(var / n)
+    gained = sum(1 for i in common if now[i] and not before[i])
+    lost = sum(1 for i in common if before[i] and not now[i])
+    return n, (gained - lost) / n, clopper_pearson_upper(gained, n)
 
 
-def stop_hint(history: list[dict], window: int = 3, min_items: int = 20) -> Optional[str]:
+#: Audit items the chance warning waits for.
+CHANCE_MIN_ITEMS = 20
+
+
+def chance_level(num_classes: int, label_counts: dict[str, int]) -> float:
+    """What a model that learnt nothing scores: the larger of 1/C and the most frequent class's share of the labels."""
+    total = sum(label_counts.values())
+    majority = max(label_counts.values()) / total if total else 0.0
+    return max(1.0 / max(num_classes, 1), majority)
+
+
+def _latest(history: list[dict]) -> Optional[dict]:
+    rows = [r for r in history if r.get("low") is not None]
+    return rows[-1] if rows else None
+
+
+def above_chance(history: list[dict], chance: float) -> bool:
+    """The latest estimate's 95% lower bound is above the chance level."""
+    row = _latest(history)
+    return row is not None and row["low"] > chance
+
+
+def chance_warning(history: list[dict], chance: float, min_items: int = CHANCE_MIN_ITEMS) -> Optional[str]:
+    """The warning's text when the model is not shown to beat chance after ``min_items`` audit items, else None."""
+    row = _latest(history)
+    if row is None or (row.get("held_out") or 0) < min_items or row["low"] > chance:
+        return None
+    return (f"The model is not shown to beat chance: {row['accuracy'] * 100:.0f}% on {row['held_out']} random items "
+            f"(95% interval from {row['low'] * 100:.0f}%) against {chance * 100:.0f}% for always answering the most common "
+            "class. Random or inconsistent labels, or a wrong class list, look like this.")
+
+
+def stop_hint(history: list[dict], window: int = 3, min_items: int = 20, chance: float = 0.0) -> Optional[str]:
     """The hint's text when the gain over the last ``window`` batches is below what the
-    estimate resolves (see the module docstring), else None. ``history``: the accuracy rows,
-    oldest first, each with ``per_item``, ``low`` and ``high``."""
+    estimate resolves and the model is clearly above ``chance`` (see the module docstring),
+    else None. ``history``: the accuracy rows, oldest first, each with ``per_item``, ``low`` and ``high``."""
     rows = [r for r in history if r.get("per_item")]
-    if len(rows) <= window:
+    if len(rows) <= window or not above_chance(history, chance):
         return None
     now, before = rows[-1], rows[-1 - window]
     compared = paired_gain(now["per_item"], before["per_item"])
@@ -72,7 +119,7 @@ def stop_hint(history: list[dict], window: int = 3, min_items: int = 20) -> Opti
     n, mean, upper = compared
     half_width = (now["high"] - now["low"]) / 2
     if upper < half_width:
-        return (f"the accuracy gain over the last {window} batches is at most {upper * 100:.1f} points (95% bound, {n} random "
+        return (f"the accuracy gain over the last {window} batches is at most {upper * 100:.1f} points (exact 95% bound, {n} random "
                 f"items), below the estimate's own precision of ±{half_width * 100:.1f} points")
     return None
 
