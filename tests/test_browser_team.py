@@ -197,3 +197,76 @@ def test_keys_past_the_end_and_while_the_next_batch_is_prepared_change_no_finish
         browser.close()
     labels = project.store.current_labels()
     assert {item: labels[item] for item in ids} == dict(zip(ids, meant))
+
+
+def test_an_attack_page_on_another_port_cannot_write_retrain_or_withdraw_through_the_label_studio_backend(tmp_path):
+    """Issue 33's attack on the ML backend, in Chromium: a page on another loopback port sends no-cors
+    text/plain fetches (a webhook that records a label, /train, a 6 MB /predict) and a form POST, with
+    the browser holding the backend's basic-auth credentials (as a logged-in Label Studio user's would).
+    Nothing is recorded, the batch is not replaced, and every request is refused."""
+    import base64
+    import http.server
+    import json
+
+    from batchal.integrations.label_studio import Backend, create_app as backend_app, label_config, tasks_for
+
+    truth = write_images(tmp_path / "images", count=20)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=4)
+    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
+    user, password = "batchal", "backend-secret-3"
+    backend = Backend(project)
+    port, evil_port = free_port(), free_port()
+    server = uvicorn.Server(uvicorn.Config(backend_app(backend, (user, password)), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    good = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    import httpx
+
+    assert httpx.post(f"{base}/setup", json={"project": "1.1", "schema": label_config([str(d) for d in range(10)])}, headers=good).status_code == 200
+    batch_before = project.store.current_batch()
+    item = batch_before[1][0]
+    task = next(t for t in tasks_for(project) if t["data"]["batchal_id"] == project.store.item_path(item))
+    webhook = json.dumps({"action": "ANNOTATION_CREATED", "task": task, "annotation": {
+        "id": 1, "completed_by": 7, "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}]}})
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "index.html").write_text(f"""<!doctype html><body>
+<form id="form" method="POST" action="{base}/train" enctype="text/plain"><input name='{{"project": "1.1", "x": "' value='"}}'></form>
+<script>
+const big = "x".repeat(6 * 1024 * 1024);
+Promise.allSettled([
+  fetch("{base}/webhook", {{method: "POST", mode: "no-cors", credentials: "include", body: {json.dumps(webhook)}}}),
+  fetch("{base}/train", {{method: "POST", mode: "no-cors", credentials: "include", body: '{{"project": "1.1"}}'}}),
+  fetch("{base}/predict", {{method: "POST", mode: "no-cors", credentials: "include", body: big}}),
+]).finally(() => {{ document.title = "fetched"; document.getElementById("form").submit(); }});
+</script></body>""")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", evil_port), lambda *a, **k: Quiet(*a, directory=str(tmp_path / "evil"), **k))
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        with playwright.sync_playwright() as p:
+            browser = launch(p)
+            context = browser.new_context(http_credentials={"username": user, "password": password})
+            page = context.new_page()
+            page.goto(f"{base}/health")  # the browser now holds the backend's credentials
+            responses = []
+            page.on("response", lambda r: responses.append((r.url.split("?")[0], r.status)))
+            page.goto(f"http://127.0.0.1:{evil_port}/")
+            page.wait_for_url(f"{base}/train", timeout=30_000)  # the form was submitted and answered
+            browser.close()
+        statuses = {url: status for url, status in responses if url.startswith(base)}
+        assert {f"{base}/webhook", f"{base}/train", f"{base}/predict"} <= set(statuses), statuses  # every attack reached the server
+        assert statuses and all(400 <= s < 500 for s in statuses.values()), statuses
+        assert project.store.current_labels() == {} and project.store.label_history() == []
+        assert project.store.current_batch() == batch_before  # no retraining replaced the batch
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        evil.shutdown()
