@@ -218,3 +218,37 @@ fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include", bod
         server.send_signal(signal.SIGTERM)
         server.wait()
         evil.shutdown()
+
+
+def test_labels_typed_while_the_server_restarts_are_kept_and_sent_when_it_is_back(tmp_path):
+    """Issue 33, item 4: kill -9 the server, type on (the page keeps the changes and retries), restart
+    it on the same port a few seconds later: every label typed meanwhile reaches the server, in order."""
+    write_images(tmp_path / "images", count=30)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=6)
+    port = free_port()
+    server = start_server(tmp_path / "proj", port)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+            page.wait_for_selector(".item img")
+            ids = [int(x) for x in page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.id)")]
+            page.keyboard.press("1")
+            page.wait_for_function("document.getElementById('queue').textContent === ''")
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            for key in "234":
+                page.keyboard.press(key)
+            page.wait_for_function("document.getElementById('queue').textContent.startsWith('server unreachable')", timeout=30_000)
+            page.wait_for_timeout(4_000)  # longer than the page's old retry window (about 3 s)
+            server = start_server(tmp_path / "proj", port)
+            page.wait_for_function("document.getElementById('queue').textContent === ''", timeout=60_000)
+            assert page.locator(".item.failed").count() == 0
+            browser.close()
+        from batchal.labelling.store import Store
+
+        assert Store(tmp_path / "proj").current_labels() == dict(zip(ids[:4], ["1", "2", "3", "4"]))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
