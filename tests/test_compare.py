@@ -103,3 +103,15 @@ def test_a_long_tailed_pool_keeps_ratio_to_the_power_of_each_class_and_runs(tmp_
     rows = run_experiment(config, tmp_path / "run")
     assert rows[-1]["labelled"] == 20 and len(rows[0]["test_recall"]) == 10
     assert run_experiment(config, tmp_path / "run") == rows  # resumes on the same long-tailed pool
+
+
+def test_compare_balance_adds_each_strategy_s_balanced_variant(tmp_path):
+    argv = ["compare", "digits", "--strategy", "margin", "--balance", "--imbalance", "0.1", "--seeds", "0,1", "--budget", "40",
+            "--initial-size", "20", "--mc-samples", "3", "--max-epochs", "1", "--epoch-samples", "64", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert {"margin", "margin-balanced", "random"} == set(summary["settings"][0]["strategies"])  # random is not doubled
+    config = json.loads((tmp_path / "out" / "runs" / "margin-balanced-b10-seed0" / "config.json").read_text())
+    assert config["strategy"] == "margin" and config["balance"] is True
+    plain = json.loads((tmp_path / "out" / "runs" / "margin-b10-seed0" / "config.json").read_text())
+    assert "balance" not in plain

@@ -269,6 +269,10 @@ def full_pool_accuracy(config, data, seed: int) -> float:
     return float(evaluate_round(models, data, config, 0, torch.device(config.device))["accuracy"])
 
 
+#: The suffix of a strategy's balanced variant in a comparison (``batchal compare --balance``).
+BALANCED = "-balanced"
+
+
 def run_comparison(data_source: str, strategies: list[str], seeds: list[int], batch_sizes: list[int], out: Path,
                    settings: dict, progress: Optional[Callable[[str], None]] = None, workers: int = 1,
                    ray_address: Optional[str] = None) -> dict:
@@ -281,7 +285,9 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     say = progress or (lambda _: None)
     if "random" not in strategies:
         strategies = [*strategies, "random"]  # always the baseline
-    configs = {(s, b, seed): ExperimentConfig(dataset=data_source, strategy=s, seed=seed, acquisition_size=b, **settings)
+    # "NAME-balanced": the strategy wrapped by the class-balancing rule (batchal.acquire.balance_batch).
+    configs = {(s, b, seed): ExperimentConfig(dataset=data_source, strategy=s.removesuffix(BALANCED), seed=seed, acquisition_size=b,
+                                              balance=s.endswith(BALANCED), **settings)
                for b in batch_sizes for s in strategies for seed in seeds}
     first = next(iter(configs.values()))
     raw = load_dataset(first.dataset, first.data_dir, copies=first.copies, noise_std=first.noise_std, label_column=first.label_column,

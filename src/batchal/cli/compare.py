@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     cmd.add_argument("--epoch-samples", dest="epoch_samples", type=int, help="examples per epoch (default 5056)")
     cmd.add_argument("--imbalance", type=float, help="simulate a long-tailed pool: class c keeps RATIO^(c/(C-1)) of its items "
                      "(the last class RATIO of them, e.g. 0.01); the test set stays as it is")
+    cmd.add_argument("--balance", action="store_true", help="also run each strategy wrapped by the class-balancing rule "
+                     "(NAME-balanced: the strategy ranks 3b candidates, the classes with the fewest labels get the slots first)")
     cmd.add_argument("--workers", type=int, default=1, help="runs in this many processes at once (one thread each)")
     cmd.add_argument("--ray", help="run every run as a task on a Ray cluster: local, auto or HOST:PORT")
     cmd.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -50,6 +52,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = {k: v for k, v in (("max_epochs", args.max_epochs), ("epoch_samples", args.epoch_samples)) if v is not None}
     settings = {"budget": args.budget, "initial_size": args.initial_size, "mc_samples": args.mc_samples, "train": train,
                 **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir", "imbalance") if getattr(args, k) is not None}}
+    if args.balance:
+        from batchal.compare import BALANCED
+
+        names += [n + BALANCED for n in names if n != "random"]
     out = Path(args.out)
     summary = run_comparison(args.dataset, names, split_list(args.seeds, "--seeds", int), split_list(args.batch_size, "--batch-size", int),
                              out, settings, progress=lambda line: print(line, flush=True), workers=args.workers, ray_address=args.ray)
