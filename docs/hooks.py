@@ -19,7 +19,8 @@ from mkdocs.structure.files import File
 REPO = Path(__file__).resolve().parents[1]
 
 #: Site path -> repository file, for pictures the pages show that live with the results.
-IMAGES = {"img/demo-learning-curves.png": "results/demo/repeated-digits/report-b10-batchbald+bald+random/learning_curves.png"}
+IMAGES = {"img/demo-learning-curves.png": "results/demo/repeated-digits/report-b10-batchbald+bald+random/learning_curves.png",
+          "img/compare-labels-saved.png": "results/compare-digits/labels_saved.png"}
 
 _INCLUDE = re.compile(r"^<!-- include: (\S+) -->$", re.M)
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
