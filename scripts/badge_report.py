@@ -78,7 +78,7 @@ def headline(paper: dict, holm: dict, errors: dict[str, tuple[float, float]], in
              f"checkpoint; uncorrected): {ranked(means_incl)}."]
     if findings and findings_holm:
         lines.append(f"- The verdict on the paper's headline finding (BADGE has the lowest overall column mean): by the paper's "
-                     f"rule it {findings[0][2]}; with Holm's correction within each setting it is {findings_holm[0][2]}.")
+                     f"rule, **{findings[0][2]}**; with Holm's correction within each setting, **{findings_holm[0][2]}**.")
     if errors:
         lines.append("- Mean normalised error (error / Rand's error, lower is better): "
                      f"{ranked({n: e[0] for n, e in errors.items()}, 3)}; share of weighted checkpoints below Rand's error: "
