@@ -151,12 +151,20 @@ def test_next_batch_retrains_in_the_background_and_avoids_labelled_items(client,
 def test_relabelling_keeps_the_history_and_export(client):
     item = client.get("/api/batch").json()["items"][0]["id"]
     client.post("/api/labels", json={"id": item, "label": "1", "annotator": "a"})
-    client.post("/api/labels", json={"id": item, "label": "2", "annotator": "b"})
+    client.post("/api/labels", json={"id": item, "label": "2", "annotator": "a"})  # a changes their mind: their latest counts
     assert client.get("/api/batch").json()["items"][0]["label"] == "2"
     rows = list(csv.DictReader(io.StringIO(export_labels(client.project.dir, "csv"))))
-    assert len(rows) == 1 and rows[0]["label"] == "2" and rows[0]["times_labelled"] == "2" and rows[0]["annotator"] == "b"
+    assert len(rows) == 1 and rows[0]["label"] == "2" and rows[0]["times_labelled"] == "2" and rows[0]["annotator"] == "a"
     data = json.loads(export_labels(client.project.dir, "json"))
     assert [h["label"] for h in data["items"][0]["history"]] == ["1", "2"]
+    # Another annotator disagrees: a tie is a tie, the item has no training label until a third vote.
+    client.post("/api/labels", json={"id": item, "label": "3", "annotator": "b"})
+    assert client.get("/api/batch").json()["items"][0]["label"] is None
+    rows = list(csv.DictReader(io.StringIO(export_labels(client.project.dir, "csv"))))
+    assert rows[0]["label"] == "" and rows[0]["flag"] == "unresolved" and rows[0]["annotators"] == "a=2;b=3"
+    assert json.loads(export_labels(client.project.dir, "json"))["items"][0]["unresolved"] == {"2": 1, "3": 1}
+    client.post("/api/labels", json={"id": item, "label": "3", "annotator": "c"})
+    assert client.get("/api/batch").json()["items"][0]["label"] == "3"  # 2 votes to 1
     with pytest.raises(ValueError, match="csv or json"):
         export_labels(client.project.dir, "xml")
 

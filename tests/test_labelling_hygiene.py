@@ -202,11 +202,20 @@ def test_overlap_two_gives_both_annotators_the_same_items_and_an_agreement(tmp_p
         carol = add_annotator(tmp_path / "proj", "carol")
         r = c.post("/api/labels", json={"id": seen["alice"][1], "label": "1"}, headers={"Authorization": f"Bearer {carol}"})
         assert r.status_code == 409 and "already has 2 label(s)" in r.json()["error"]
+        # The item alice and bob disagree on has no training label and is offered to a third annotator.
+        assert seen["alice"][0] not in project.store.current_labels()
+        assert seen["alice"][0] in [i["id"] for i in c.get("/api/batch", headers={"Authorization": f"Bearer {carol}"}).json()["items"]]
+        assert c.post("/api/labels", json={"id": seen["alice"][0], "label": "0"}, headers={"Authorization": f"Bearer {carol}"}).status_code == 200
+        assert project.store.current_labels()[seen["alice"][0]] == "0"  # alice and carol: 2 votes to bob's 1
         agreement = c.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()["agreement"]
         assert agreement["items"] == 5 and agreement["all_agree"] == 4 and agreement["disagreements"] == [seen["alice"][0]]
-        assert set(agreement["cohen_kappa"]) == {"alice / bob"}
+        assert set(agreement["cohen_kappa"]) == {"alice / bob", "alice / carol", "bob / carol"}
+        # Reliability: each annotator against the others' decided vote (bob and carol's vote ties on the first item).
+        # alice: the first item's others tie (bob 9, carol 0), so 4 items, all agreeing; bob: outvoted once in 5;
+        # carol labelled only the first item, where the others tie: no entry.
+        assert agreement["reliability"] == {"alice": {"items": 4, "agreement": 1.0}, "bob": {"items": 5, "agreement": 0.8}}
         review = c.get("/api/review", headers={"Authorization": f"Bearer {TOKEN}"}).json()["items"]
-        assert [r["id"] for r in review] == [seen["alice"][0]] and review[0]["labels"] == {"alice": "0", "bob": "9"}
+        assert [r["id"] for r in review] == [seen["alice"][0]] and review[0]["labels"] == {"alice": "0", "bob": "9", "carol": "0"}
     data = json.loads(export_labels(tmp_path / "proj", "json"))
     assert data["agreement"]["items"] == 5
 

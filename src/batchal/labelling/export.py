@@ -44,11 +44,16 @@ def export_labels(project_dir, fmt: str) -> str:
             names = ";".join(f"{a or '(owner)'}={label}" for a, (label, _) in sorted(given.get(item_id, {}).items()))
             writer.writerow([safe_cell(v) for v in (item_id, paths[item_id], current[item_id], row["annotator"] or "", row["created_at"],
                                                     len(by_item[item_id]), names, flags.get(item_id, {}).get("kind", ""))])
+        for item_id, votes in sorted(store.unresolved().items()):  # the annotators' votes tie: no training label yet
+            names = ";".join(f"{a or '(owner)'}={label}" for a, (label, _) in sorted(given.get(item_id, {}).items()))
+            writer.writerow([safe_cell(v) for v in (item_id, paths[item_id], "", "", "", len(by_item[item_id]), names, "unresolved")])
         for item_id in sorted(i for i in flags if i not in current):  # flagged, never labelled
             writer.writerow([safe_cell(v) for v in (item_id, paths[item_id], "", flags[item_id]["annotator"] or "", "", 0, "",
                                                     flags[item_id]["kind"])])
         return out.getvalue()
-    items = [{"id": i, "path": paths[i], "label": current[i], "history": by_item[i]} for i in sorted(latest) if i in current]
+    unresolved = store.unresolved()
+    items = [{"id": i, "path": paths[i], "label": current.get(i), "history": by_item[i], **({"unresolved": unresolved[i]} if i in unresolved else {})}
+             for i in sorted(latest) if i in current or i in unresolved]
     flagged = [{"id": i, "path": paths[i], **f} for i, f in sorted(store.flagged().items())]
     return json.dumps({"classes": store.meta()["classes"], "items": items, "flagged": flagged,
                        "agreement": agreement(store.annotator_labels())}, indent=1) + "\n"

@@ -144,6 +144,29 @@ def fleiss_kappa(ratings: list[list[str]]) -> Optional[float]:
     return 1.0 if p_e == 1 else (p_bar - p_e) / (1 - p_e)
 
 
+def reliability(annotator_labels: dict[int, dict[str, tuple[str, int]]]) -> dict[str, dict]:
+    """Each annotator's agreement with the consensus of the *others*: on every item they labelled
+    where the other annotators' vote is decided (``store.vote`` without their own label), the share
+    where their label equals it. Leaving oneself out keeps an annotator from agreeing with their
+    own vote; with few shared items per annotator this is steadier than a Dawid-Skene fit, which
+    needs many overlapping items to estimate a confusion matrix per annotator.
+    {annotator: {"items": n, "agreement": share or None}}."""
+    from batchal.labelling.store import vote
+
+    out: dict[str, dict] = {}
+    for given in annotator_labels.values():
+        if len(given) < 2:
+            continue
+        for name, (label, _) in given.items():
+            others = vote([other for who, (other, _) in given.items() if who != name])
+            if others is None:
+                continue
+            entry = out.setdefault(name or "(owner)", {"items": 0, "agree": 0})
+            entry["items"] += 1
+            entry["agree"] += int(label == others)
+    return {name: {"items": e["items"], "agreement": e["agree"] / e["items"] if e["items"] else None} for name, e in sorted(out.items())}
+
+
 def agreement(annotator_labels: dict[int, dict[str, tuple[str, int]]]) -> dict:
     """Agreement on items labelled by two or more annotators: how many, the share where all
     agree, Fleiss' kappa, and Cohen's kappa for each pair of annotators on the items both labelled."""
@@ -162,4 +185,5 @@ def agreement(annotator_labels: dict[int, dict[str, tuple[str, int]]]) -> dict:
         "fleiss_kappa": fleiss_kappa([list(g.values()) for g in multi.values()]),
         "cohen_kappa": pairs,
         "disagreements": sorted(i for i, g in multi.items() if len(set(g.values())) > 1),
+        "reliability": reliability(annotator_labels),
     }

@@ -90,6 +90,17 @@ _ADDED_COLUMNS = [
 UNLABELLED = ""
 
 
+def vote(labels: list[str]) -> Optional[str]:
+    """The majority label of one item's annotators (each annotator's latest label counts once),
+    or None when the top labels tie (two annotators who disagree, say): the documented rule."""
+    if not labels:
+        return None
+    counts = {label: labels.count(label) for label in set(labels)}
+    top = max(counts.values())
+    winners = [label for label, n in counts.items() if n == top]
+    return winners[0] if len(winners) == 1 else None
+
+
 class Store:
     def __init__(self, project_dir: Path):
         self.path = Path(project_dir) / DB_NAME
@@ -181,14 +192,24 @@ class Store:
         return out
 
     def current_labels(self) -> dict[int, str]:
-        """Every labelled item's label: the majority of its annotators' latest labels, a tie
-        going to the most recent of the tied labels (one annotator: the latest label)."""
+        """Every decided item's training label, by vote: the label most of its annotators' latest
+        labels give (one annotator: their latest label). An item whose top labels tie is left
+        out (``unresolved``): it is not trained on, and it needs one more annotator's label
+        (``labels_needed``), so it is offered to another annotator."""
         out = {}
         for item, given in self.annotator_labels().items():
-            votes: dict[str, list[int]] = {}
-            for label, row in given.values():
-                votes.setdefault(label, []).append(row)
-            out[item] = max(votes, key=lambda label: (len(votes[label]), max(votes[label])))
+            decided = vote([label for label, _ in given.values()])
+            if decided is not None:
+                out[item] = decided
+        return out
+
+    def unresolved(self) -> dict[int, dict[str, int]]:
+        """Items whose annotators' votes tie: {item: {label: votes}}."""
+        out = {}
+        for item, given in self.annotator_labels().items():
+            labels = [label for label, _ in given.values()]
+            if vote(labels) is None:
+                out[item] = {label: labels.count(label) for label in sorted(set(labels))}
         return out
 
     def label_history(self) -> list[dict]:
@@ -262,6 +283,12 @@ class Store:
     def annotators(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT name FROM annotators ORDER BY created_at")]
 
+    def labels_needed(self, given: dict, overlap: int) -> int:
+        """Labels from different annotators an item needs: ``overlap``, or one more than it has
+        while its votes tie."""
+        labels = [label for label, _ in given.values()]
+        return len(labels) + 1 if labels and vote(labels) is None else overlap
+
     def claim(self, annotator: str, batch_items: list[int], overlap: int, now: Optional[float] = None) -> list[int]:
         """The items of the batch this annotator should label now: those it holds or labelled,
         plus a fair share of the items that still need labels and that nobody else holds
@@ -281,7 +308,7 @@ class Store:
                 labelled_by = set(given.get(item, {}))
                 if annotator in labelled_by or annotator in holders.get(item, set()):
                     mine.append(item)
-                elif item not in flagged and len(labelled_by | holders.get(item, set())) < overlap:
+                elif item not in flagged and len(labelled_by | holders.get(item, set())) < self.labels_needed(given.get(item, {}), overlap):
                     open_items.append(item)
             if annotator == "":  # the owner's token: sees every item no named annotator holds, claims nothing
                 held = {i for i, whos in holders.items() if whos - set(given.get(i, {}))}
@@ -300,9 +327,11 @@ class Store:
         """Why ``annotator`` may not label the item now (another annotator holds it, or it has
         its ``overlap`` labels), or None when it may."""
         now = time.time() if now is None else now
-        given = set(self.annotator_labels().get(item_id, {}))
+        labelled = self.annotator_labels().get(item_id, {})
+        given = set(labelled)
         if annotator in given:
             return None
+        overlap = self.labels_needed(labelled, overlap)
         others = {r[0] for r in self.con.execute("SELECT annotator FROM claims WHERE item_id = ? AND claimed_at >= ? AND annotator != ?",
                                                  (item_id, now - CLAIM_SECONDS, annotator))}
         if len(given | others) >= overlap:
