@@ -3,6 +3,7 @@
 # written to results/benchmarks/suite.txt with the machine, its load and what the browser and Label Studio
 # tests found. Run it on an otherwise idle machine for the README's figure; the load is recorded either way,
 # and so are failures (the file's last lines; the script then exits with pytest's status).
+# Then run python scripts/generated.py, which carries the figure into the README (tests/test_generated.py checks they agree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 load=$(cut -d' ' -f1 /proc/loadavg)
