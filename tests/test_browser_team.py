@@ -6,6 +6,7 @@ meant for. Two annotators on two pages at once must never label the same item (o
 each one's undo must touch only their own label.
 """
 
+import contextlib
 import os
 import shutil
 import threading
@@ -58,21 +59,29 @@ class SlowServer:
 
 
 
-def card_ids(page) -> list[int]:
-    return [int(x) for x in page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.id)")]
-
-
-def test_typing_a_whole_batch_at_once_against_a_slow_server_labels_every_item_as_meant(tmp_path):
+@contextlib.contextmanager
+def slow_page(tmp_path, batch_size: int):
+    """A project of digit classes behind the slow server, and the owner's page with its first batch loaded:
+    (project, page, card ids)."""
     write_images(tmp_path / "images", count=40)
-    classes = [str(d) for d in range(10)]
-    init_project(tmp_path / "proj", tmp_path / "images", classes, model="mnist_cnn", strategy="random", batch_size=10)
+    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random",
+                 batch_size=batch_size)
     project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
     with SlowServer(project) as server, playwright.sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
         page.goto(f"http://127.0.0.1:{server.port}/?token={OWNER}")
         page.wait_for_selector(".item img")
-        ids = card_ids(page)
+        yield project, page, card_ids(page)
+        browser.close()
+
+
+def card_ids(page) -> list[int]:
+    return [int(x) for x in page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.id)")]
+
+
+def test_typing_a_whole_batch_at_once_against_a_slow_server_labels_every_item_as_meant(tmp_path):
+    with slow_page(tmp_path, batch_size=10) as (project, page, ids):
         assert len(ids) == 10 + 2
         meant = {item: str((n * 7) % 10) for n, item in enumerate(ids)}
         started = time.time()
@@ -88,7 +97,6 @@ def test_typing_a_whole_batch_at_once_against_a_slow_server_labels_every_item_as
         # and the last card stayed in view on a 1366x768 screen.
         assert page.locator(".item.current").count() == 0
         assert page.evaluate("() => { const cards = document.querySelectorAll('.item'); const r = cards[cards.length - 1].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; }")
-        browser.close()
     assert typed < len(ids) * DELAY  # the keys were typed faster than the labels were acknowledged
     assert project.store.current_labels() == meant
 
@@ -142,15 +150,7 @@ def _labels_shown(page) -> list[str]:
 def test_undo_then_type_on_puts_every_label_on_its_card_against_a_slow_server(tmp_path):
     """Issue 33's sequence: 1 2 3 4 5 6 7 8 9 0, u, 7 8 9 with no pause while every label takes DELAY to
     answer (the undone label already sent): cards 1-9 keep 1..9, card 10 gets 7, 11 gets 8, 12 gets 9."""
-    write_images(tmp_path / "images", count=40)
-    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=12)
-    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
-    with SlowServer(project) as server, playwright.sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(f"http://127.0.0.1:{server.port}/?token={OWNER}")
-        page.wait_for_selector(".item img")
-        ids = card_ids(page)
+    with slow_page(tmp_path, batch_size=12) as (project, page, ids):
         assert len(ids) >= 13  # 12 picks and the random audit items
         for key in "1234567890":
             page.keyboard.press(key)
@@ -163,22 +163,13 @@ def test_undo_then_type_on_puts_every_label_on_its_card_against_a_slow_server(tm
         assert _labels_shown(page) == expected  # at once, on the page
         page.wait_for_function("document.getElementById('queue').textContent === ''", timeout=60_000)
         assert _labels_shown(page) == expected and page.locator(".item.failed").count() == 0
-        browser.close()
     assert project.store.current_labels() == {item: label for item, label in zip(ids, expected) if label}
 
 
 def test_keys_past_the_end_and_while_the_next_batch_is_prepared_change_no_finished_card(tmp_path):
     """With the batch complete a label key is refused visibly; after n, while the next batch is being
     prepared and the old one is still on screen, keys are refused too: no finished card changes."""
-    write_images(tmp_path / "images", count=40)
-    init_project(tmp_path / "proj", tmp_path / "images", [str(d) for d in range(10)], model="mnist_cnn", strategy="random", batch_size=6)
-    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=128, max_epochs=2, patience=1))
-    with SlowServer(project) as server, playwright.sync_playwright() as p:
-        browser = launch(p)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(f"http://127.0.0.1:{server.port}/?token={OWNER}")
-        page.wait_for_selector(".item img")
-        ids = card_ids(page)
+    with slow_page(tmp_path, batch_size=6) as (project, page, ids):
         meant = [str(d) for d in range(1, 9)]
         for key in "12345678":
             page.keyboard.press(key)
@@ -194,7 +185,6 @@ def test_keys_past_the_end_and_while_the_next_batch_is_prepared_change_no_finish
         assert "being prepared" in page.locator("#error").inner_text()
         page.wait_for_function("ids => [...document.querySelectorAll('.item')].every(e => !ids.includes(+e.dataset.id))",
                                arg=ids, timeout=120_000)
-        browser.close()
     labels = project.store.current_labels()
     assert {item: labels[item] for item in ids} == dict(zip(ids, meant))
 
