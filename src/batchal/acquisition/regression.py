@@ -37,7 +37,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from batchal.acquisition.validation import check_finite
+from batchal.acquisition.validation import check_finite, rescale
 from batchal.checks import check_positive_float
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
@@ -89,8 +89,7 @@ def check_regression(mean_N_K, var_N_K=None, noise=None) -> RegressionPool:
     centred = scaled - scaled.mean(1, keepdim=True)
     log2_sd = 0.5 * float(log_var.max()) / LN2 + e0
     exponent = e0 - math.ceil(max(_log2_max_abs(centred), log2_sd))
-    half = (exponent - e0) // 2  # two exact steps: 2^(exponent - e0) itself may not fit a float64
-    centred = centred * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - e0 - half)
+    centred = rescale(centred, exponent - e0)  # two exact steps: 2^(exponent - e0) itself may not fit a float64
     return RegressionPool(centred, log_var + 2 * exponent * LN2, exponent)
 
 
