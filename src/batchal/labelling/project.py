@@ -538,7 +538,9 @@ class Project:
         batch_ids = batch[1] if batch else []
         counts = self._label_counts(labels)
         flagged = self.store.flagged()
-        accuracy = [{k: v for k, v in row.items() if k != "per_item"} for row in self.store.accuracy_history()]
+        history = self.store.accuracy_history()  # read once per status: the page polls it twice a second
+        batches = self.store.batch_history()
+        accuracy = [{k: v for k, v in row.items() if k != "per_item"} for row in history]
         return {
             "items": self.store.item_count(),
             "labelled": len(labels),
@@ -554,9 +556,9 @@ class Project:
             "accuracy": accuracy,
             "skipped": self.meta.get("skipped", []) + [{"id": i, "reason": r} for i, r in self.unreadable.items()],
             "done": not self._pool(labels),
-            "batches": self.store.batch_history(),
-            "stop_hint": self.stop_hint(),
-            "chance_warning": quality.chance_warning(self.store.accuracy_history(), quality.chance_level(len(self.classes), counts)),
+            "batches": batches,
+            "stop_hint": self.stop_hint(history, counts, batches),
+            "chance_warning": quality.chance_warning(history, quality.chance_level(len(self.classes), counts)),
             "annotators": self.store.annotators(),
             "overlap": self.overlap,
             "agreement": quality.agreement(self.store.annotator_labels()),
@@ -576,21 +578,22 @@ class Project:
         item, restored, row = done
         return {"id": item, "label": restored or None, "label_id": row}
 
-    def stop_hint(self) -> Optional[str]:
+    def stop_hint(self, history: Optional[list] = None, counts: Optional[dict] = None, batches: Optional[list] = None) -> Optional[str]:
         """A suggestion to stop: the paired gain on the audit items over the last batches is
         below the estimate's precision (``quality.stop_hint``), or the predictions on the
         unlabelled items have stabilised (Cohen's kappa between consecutive models >= 0.99 on
-        average over the last 3 batches)."""
+        average over the last 3 batches). ``history``, ``counts``, ``batches``: the accuracy
+        history, labels per class and batch history when the caller has read them already."""
         reasons = []
-        history = self.store.accuracy_history()
-        chance = quality.chance_level(len(self.classes), self._label_counts())
+        history = self.store.accuracy_history() if history is None else history
+        chance = quality.chance_level(len(self.classes), self._label_counts() if counts is None else counts)
         if not quality.above_chance(history, chance):
             return None  # a model not shown to beat chance is not done, however stable it looks
         gain = quality.stop_hint(history, window=int(self.meta.get("stop_patience", 3)), chance=chance)
         if gain:
             reasons.append(gain)
         stable = StabilizingPredictions()
-        kappas = [b["kappa"] for b in self.store.batch_history()]
+        kappas = [b["kappa"] for b in (self.store.batch_history() if batches is None else batches)]
         if stable.should_stop(kappas):
             reasons.append(stable.describe(kappas))
         return ("Consider stopping: " + "; ".join(reasons) + ".") if reasons else None
