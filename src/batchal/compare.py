@@ -269,6 +269,26 @@ def full_pool_accuracy(config, data, seed: int) -> float:
     return float(evaluate_round(models, data, config, 0, torch.device(config.device))["accuracy"])
 
 
+def pool_data(config):
+    """The data set every run of a comparison sees: loaded, then long-tailed when ``config.imbalance`` says so."""
+    from batchal.data.dataset import long_tailed
+    from batchal.data.datasets import load_dataset
+
+    raw = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std, label_column=config.label_column,
+                       image_size=config.image_size, rgb=config.rgb)
+    return raw, (long_tailed(raw, config.imbalance) if config.imbalance is not None else raw)
+
+
+def full_pool_one(config: dict, seed: int, threads: float = 1) -> float:
+    """``full_pool_accuracy`` of one seed in a process of its own (a worker process), with its thread count."""
+    from batchal.distributed.cluster import use_threads
+    from batchal.experiment import ExperimentConfig
+
+    use_threads(threads)
+    config = ExperimentConfig(**config)
+    return full_pool_accuracy(config, pool_data(config)[1], seed)
+
+
 #: The suffix of a strategy's balanced variant in a comparison (``batchal compare --balance``).
 BALANCED = "-balanced"
 
@@ -278,8 +298,6 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
                    ray_address: Optional[str] = None) -> dict:
     """Run (or resume) every (strategy, b, seed) as a ``batchal run`` run under OUT/runs, the full-pool
     model per seed, then write the comparison. ``settings``: ExperimentConfig fields (budget, ...)."""
-    from batchal.data.dataset import long_tailed
-    from batchal.data.datasets import load_dataset
     from batchal.experiment import ExperimentConfig
 
     say = progress or (lambda _: None)
@@ -290,18 +308,22 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
                                               balance=s.endswith(BALANCED), **settings)
                for b in batch_sizes for s in strategies for seed in seeds}
     first = next(iter(configs.values()))
-    raw = load_dataset(first.dataset, first.data_dir, copies=first.copies, noise_std=first.noise_std, label_column=first.label_column,
-                       image_size=first.image_size, rgb=first.rgb)
-    data = long_tailed(raw, first.imbalance) if first.imbalance is not None else raw  # the pool every run sees
+    raw, data = pool_data(first)  # data: the pool every run sees
     folders = {key: out / "runs" / f"{key[0]}-b{key[1]}-seed{key[2]}" for key in configs}
-    rows = _run_all(configs, folders, raw, workers, ray_address, say)
     full_file = out / "full_pool.json"
     full = {int(k): v for k, v in json.loads(full_file.read_text()).items()} if full_file.exists() else {}
-    for seed in seeds:
+    missing = [seed for seed in seeds if seed not in full]
+
+    def full_done(seed: int, accuracy: float) -> None:
+        full[seed] = accuracy
+        full_file.write_text(json.dumps(full))  # kept as each finishes: a rerun trains only the missing ones
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _run_all(configs, folders, raw, workers, ray_address, say, first, missing, full_done)
+    for seed in missing:
         if seed not in full:
             say(f"full-pool model, seed {seed}")
-            full[seed] = full_pool_accuracy(first, data, seed)
-            full_file.write_text(json.dumps(full))
+            full_done(seed, full_pool_accuracy(first, data, seed))
     from batchal.experiment import Splits
 
     resolved = first.resolved(data)
@@ -316,8 +338,10 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     return write(out, setting_list)
 
 
-def _run_all(configs, folders, data, workers, ray_address, say) -> dict:
-    """Every run's rows: on Ray, in worker processes, or here one after another."""
+def _run_all(configs, folders, data, workers, ray_address, say, first, full_missing, full_done) -> dict:
+    """Every run's rows: on Ray, in worker processes, or here one after another. With worker
+    processes, the missing full-pool models (``full_missing`` seeds) train among the runs
+    (``full_done(seed, accuracy)`` as each ends); otherwise the caller trains them after."""
     from batchal.distributed.studies import run_one
     from batchal.experiment import run_experiment
 
@@ -335,7 +359,11 @@ def _run_all(configs, folders, data, workers, ray_address, say) -> dict:
         import multiprocessing
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            full = {seed: pool.submit(full_pool_one, first.to_dict(), seed, 1) for seed in full_missing}
             futures = {k: pool.submit(run_one, c.to_dict(), str(folders[k]), 1) for k, c in configs.items()}
+            for seed, future in full.items():
+                full_done(seed, future.result())
+                say(f"full-pool model, seed {seed}: test accuracy {future.result():.4f}")
             rows = {}
             for k, future in futures.items():
                 rows[k] = future.result()

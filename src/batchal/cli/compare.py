@@ -23,8 +23,13 @@ def add_parser(sub) -> None:
     cmd.add_argument("--budget", type=int, default=200, help="labels at the end (default 200)")
     cmd.add_argument("--batch-size", dest="batch_size", default="10", help="one or several acquisition sizes, e.g. 10,40")
     cmd.add_argument("--initial-size", dest="initial_size", type=int, default=20)
+    cmd.add_argument("--initial-selection", dest="initial_selection", choices=("balanced", "random"),
+                     help="the initial labels: class-balanced (default) or drawn at random (what an imbalanced pool gives you)")
     cmd.add_argument("--model", help="a registered model or your own MODULE:FACTORY (default: the data set's)")
     cmd.add_argument("--mc-samples", dest="mc_samples", type=int, default=20)
+    cmd.add_argument("--num-samples", dest="num_samples", type=int, help="BatchBALD joint-entropy samples (default 40000)")
+    cmd.add_argument("--prefilter", type=int, help="BatchBALD: only this many points of highest BALD score compete (large pools)")
+    cmd.add_argument("--pool-subsample", dest="pool_subsample", type=int, help="score a random subset of this many pool points per round")
     cmd.add_argument("--label-column", dest="label_column", help="your own table: the class column")
     cmd.add_argument("--image-size", dest="image_size", type=int, help="your own images: the square size (default 28)")
     cmd.add_argument("--data-dir", dest="data_dir", help="folder holding <dataset>/<files> (also $BATCHAL_DATA)")
@@ -51,7 +56,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     train = {k: v for k, v in (("max_epochs", args.max_epochs), ("epoch_samples", args.epoch_samples)) if v is not None}
     settings = {"budget": args.budget, "initial_size": args.initial_size, "mc_samples": args.mc_samples, "train": train,
-                **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir", "imbalance") if getattr(args, k) is not None}}
+                **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir", "imbalance",
+                                                   "num_samples", "prefilter", "pool_subsample", "initial_selection") if getattr(args, k) is not None}}
     if args.balance:
         from batchal.compare import BALANCED
 
