@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
     init.add_argument("--classes", help="comma-separated class names, e.g. cat,dog")
     init.add_argument("--classes-file", dest="classes_file", help="a label file instead: one class a line, name[,key[,description]]")
     init.add_argument("--overlap", type=int, default=1, help="labels each item needs from different annotators (default 1)")
+    init.add_argument("--audit-fraction", dest="audit_fraction", type=float, default=0.2,
+                      help="random audit items per strategy pick, at least one a batch (default 0.2): they measure the accuracy "
+                      "and compare the strategy with random; more make both tighter at that many more labels")
+    init.add_argument("--relabel", action="store_true", help="with two annotators or more: a batch may ask another label of an item "
+                      "whose label the model and the votes doubt, when that is worth more than a new item (ActiveLab's rule)")
     init.add_argument("--model", default="mnist_cnn", help="mnist_cnn (default), emnist_cnn, mlp, or your own MODULE:FACTORY (package.module:fn or file.py:fn)")
     init.add_argument("--weights", help="with MODULE:FACTORY: a state dict to start every round's fine-tuning from")
     init.add_argument("--features", help="FEATURES.npy: one row per image (sorted path order; or .npz with 'paths' and 'features') "
@@ -43,6 +48,8 @@ def add_parser(sub) -> None:
     serve_cmd.add_argument("--score-candidates", dest="score_candidates", type=int, default=1000,
                            help="pool items scored per round, a random subset of a larger pool (default 1000: a batch in seconds)")
     serve_cmd.add_argument("--overlap", type=int, help="labels each item needs from different annotators (default: the project's)")
+    serve_cmd.add_argument("--relabel", action=argparse.BooleanOptionalAction, default=None,
+                           help="ask second opinions on doubtful labels (ActiveLab's rule; default: the project's)")
     serve_cmd.add_argument("--epoch-samples", dest="epoch_samples", type=int, help="training examples per epoch (default 5056, batchal run's)")
     serve_cmd.add_argument("--max-epochs", dest="max_epochs", type=int, help="epochs at most per training (default 30, batchal run's)")
     serve_cmd.add_argument("--device", default="cpu", help="where the model retrains and selects: cpu (default), cuda, cuda:N or auto")
@@ -78,7 +85,8 @@ def cmd_label_init(args: argparse.Namespace) -> int:
     store = init_project(args.project, args.images, classes, model=args.model, strategy=args.strategy,
                          batch_size=args.batch_size, image_size=args.image_size, grayscale=not args.rgb, mc_samples=args.mc_samples,
                          weights=args.weights, features=args.features, labels=args.labels, stop_patience=args.stop_patience,
-                         keys=keys, descriptions=descriptions if descriptions and any(descriptions) else None, overlap=args.overlap)
+                         keys=keys, descriptions=descriptions if descriptions and any(descriptions) else None, overlap=args.overlap,
+                         relabel=args.relabel, audit_fraction=args.audit_fraction)
     skipped = store.meta().get("skipped", [])
     imported = len(store.current_labels())
     print(f"{args.project}: {store.item_count()} images registered" + (f", {imported} labels imported" if imported else "")
@@ -99,7 +107,7 @@ def cmd_label_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"the labelling service needs its extra: pip install -c constraints.txt -e '.[label]' ({exc})") from None
 
     project = Project(args.project, train_config=train_config(args), device=args.device, overlap=args.overlap,
-                      score_candidates=args.score_candidates, background=True)
+                      score_candidates=args.score_candidates, background=True, compare_random=True, relabel=args.relabel)
     project.train_in_background()  # the labels so far, while the page opens
     refuse_port_in_use(args.host, args.port, "; another program (another batchal label serve?) uses it")
     kept = bool(project.store.meta().get(OWNER_TOKEN_KEY)) and not args.token and not args.new_token

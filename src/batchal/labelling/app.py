@@ -153,7 +153,8 @@ def _add_labelling_routes(app: FastAPI, project: Project, page: str) -> None:
         flagged = project.store.flagged()
         details = {d["id"]: d for d in project.store.batch_details(batch_id)}
         paths = {i: project.store.item_path(i) for i in items}
-        mine = lambda i: given.get(i, {}).get(who, (None,))[0] if project.overlap > 1 else labels.get(i)
+        again = project.store.relabel_items()  # asked for another label: each annotator sees only their own
+        mine = lambda i: given.get(i, {}).get(who, (None,))[0] if project.overlap > 1 or i in again else labels.get(i)
         waiting = [i for i in everything if i not in items and i not in labels and i not in flagged]
         return {
             "batch_id": batch_id,
@@ -165,7 +166,8 @@ def _add_labelling_routes(app: FastAPI, project: Project, page: str) -> None:
             "items": [{"id": i, "image_url": f"/api/items/{i}/image", "label": mine(i), "path": paths[i],
                        "flag": flagged.get(i, {}).get("kind"),
                        "suggestion": details.get(i, {}).get("suggestion"), "probability": details.get(i, {}).get("probability"),
-                       "score": details.get(i, {}).get("score"), "random": bool(details.get(i, {}).get("audit"))} for i in items],
+                       "score": details.get(i, {}).get("score"), "random": bool(details.get(i, {}).get("audit")),
+                       "second_opinion": i in again} for i in items],
         }
 
     @app.post("/api/undo")

@@ -18,6 +18,7 @@ seconds whatever the folder's size.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 import threading
@@ -37,6 +38,7 @@ from batchal.data.files import DataError
 from batchal.data.images import IMAGE_SUFFIXES, channel_stats, load_image
 from batchal.devices import resolve_device
 from batchal.labelling import quality
+from batchal.labelling.relabel import labelled_scores, new_scores, relabel_choice, weight
 from batchal.labelling.background import BackgroundTrainer
 from batchal.labelling.store import UNLABELLED, Store
 from batchal.models import create_model, load_model, model_names
@@ -181,6 +183,8 @@ def init_project(
     keys: Optional[list[Optional[str]]] = None,
     descriptions: Optional[list[Optional[str]]] = None,
     overlap: int = 1,
+    relabel: bool = False,
+    audit_fraction: float = quality.AUDIT_FRACTION,
 ) -> Store:
     """Register every readable PNG/JPEG under ``images_dir`` (recursively). Unreadable files and
     links out of the folder are skipped and listed (``Store.meta()["skipped"]``), never fatal.
@@ -197,6 +201,10 @@ def init_project(
     stop_patience: the window, in batches, of the stop hint's paired comparison.
     keys, descriptions: per class (``read_classes_file``); keys default to digits then letters.
     overlap: labels each item needs from different annotators (1: each item labelled once).
+    relabel: with two annotators or more, a batch may ask another label of a doubtful labelled
+    item instead of a label on a new one (``batchal.labelling.relabel``: ActiveLab's rule).
+    audit_fraction: random audit items per strategy pick (at least one per batch): more give a
+    tighter accuracy estimate and comparison with random, at that many more labels.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -207,6 +215,10 @@ def init_project(
     for name, given in (("keys", keys), ("descriptions", descriptions)):
         if given is not None and len(given) != len(classes):
             raise ValueError(f"{name}: {len(given)} given for {len(classes)} classes")
+    if not isinstance(relabel, bool):
+        raise ValueError(f"relabel must be true or false, got {relabel!r}")
+    if isinstance(audit_fraction, bool) or not isinstance(audit_fraction, (int, float)) or not 0 < audit_fraction <= 1:
+        raise ValueError(f"--audit-fraction must be a number in (0, 1], got {audit_fraction!r}")
     if strategy not in strategies("classification"):
         raise ValueError(f"--strategy must be one of {', '.join(strategies('classification'))}; got {strategy!r}")
     user_model = model not in model_names()
@@ -247,7 +259,7 @@ def init_project(
             "image_size": image_size, "grayscale": grayscale, "mc_samples": mc_samples,
             "images_root": str(images_dir.resolve()), "skipped": skipped, "stop_patience": stop_patience,
             "weights": str(Path(weights).resolve()) if weights else None,
-            "mean": _as_list(mean), "std": _as_list(std), "overlap": overlap,
+            "mean": _as_list(mean), "std": _as_list(std), "overlap": overlap, "relabel": relabel, "audit_fraction": float(audit_fraction),
             "keys": list(keys) if keys else None, "descriptions": list(descriptions) if descriptions else None}
     if features is not None:
         meta["features"], meta["feature_rows"] = _feature_rows(Path(features), paths, skipped)
@@ -344,7 +356,8 @@ def _read_labels_csv(path: Path, paths: list[str], classes: list[str]) -> list[t
 
 class Project:
     def __init__(self, project_dir, train_config: Optional[TrainConfig] = None, device=None, overlap: Optional[int] = None,
-                 score_candidates: int = SCORE_CANDIDATES, background: bool = False):
+                 score_candidates: int = SCORE_CANDIDATES, background: bool = False, relabel: Optional[bool] = None,
+                 compare_random: bool = False):
         """train_config: the training protocol (default: ``batchal run``'s, ``TrainConfig()``).
         device: where the model retrains, scores and selects (cpu, cuda, cuda:N or auto).
         overlap: labels each item needs from different annotators (default: the project's, 1).
@@ -352,7 +365,12 @@ class Project:
         background: train on the labels so far while the person labels (``batchal label serve``
         does): the next batch is then chosen by the newest finished model at once instead of
         waiting for a training on the last labels (``status()["model_labels"]`` says how many
-        labels the model that chose the current batch was trained on)."""
+        labels the model that chose the current batch was trained on).
+        relabel: ask another label of doubtful labelled items when it is worth more than a new
+        one (``batchal.labelling.relabel``; default: the project's, off).
+        compare_random: after each batch, compare in a background thread the strategy's labels
+        with random ones at equal counts on the audit items (``versus_random``; ``batchal label
+        serve`` does; it costs 2 x ``quality.VERSUS_FOLDS`` small trainings per batch)."""
         self.device = resolve_device(device)
         self.dir = Path(project_dir)
         self.store = Store(self.dir)
@@ -361,6 +379,7 @@ class Project:
         self.overlap = int(overlap if overlap is not None else self.meta.get("overlap", 1))
         if self.overlap < 1:
             raise ValueError(f"--overlap must be an integer >= 1, got {overlap!r}")
+        self.relabel = bool(relabel if relabel is not None else self.meta.get("relabel", False))
         if isinstance(score_candidates, bool) or not isinstance(score_candidates, int) or score_candidates < 1:
             raise ValueError(f"score_candidates must be an integer >= 1, got {score_candidates!r}")
         self.score_candidates = score_candidates
@@ -381,6 +400,9 @@ class Project:
         self.error: Optional[str] = None
         self.round = self.store.batch_count()
         self.timings: dict[str, float] = {}  # seconds of the last round's training, scoring and selection
+        self.compare_random = compare_random
+        self._versus_thread: Optional[threading.Thread] = None
+        self._versus_due = False
         self.check_model()
 
     def check_model(self) -> None:
@@ -538,6 +560,8 @@ class Project:
         batch_ids = batch[1] if batch else []
         counts = self._label_counts(labels)
         flagged = self.store.flagged()
+        given = self.store.annotator_labels()
+        again = self.store.relabel_items()
         history = self.store.accuracy_history()  # read once per status: the page polls it twice a second
         batches = self.store.batch_history()
         accuracy = [{k: v for k, v in row.items() if k != "per_item"} for row in history]
@@ -548,7 +572,8 @@ class Project:
             "flagged": len(flagged),
             "batch_id": batch[0] if batch else None,
             "batch_size": len(batch_ids),
-            "batch_labelled": sum(1 for i in batch_ids if i in labels or i in flagged),
+            "batch_labelled": sum(1 for i in batch_ids if i in flagged or (i in labels and len(given.get(i, {})) >= again.get(i, 0))),
+            "second_opinions": len(again),
             "state": self.state,
             "error": self.error,
             "strategy": self.meta["strategy"],
@@ -561,12 +586,13 @@ class Project:
             "chance_warning": quality.chance_warning(history, quality.chance_level(len(self.classes), counts)),
             "annotators": self.store.annotators(),
             "overlap": self.overlap,
-            "agreement": quality.agreement(self.store.annotator_labels()),
+            "agreement": quality.agreement(given),
             "timings": self.timings,
             "model_labels": self.model_labels,
             # The strategy's registry record says what a card's score is: BatchBALD's cards show each pick's own gain.
             "score_is_gain": get_strategy(self.meta["strategy"]).running_total,
             "training": self.background is not None and self.background.busy,
+            "versus_random": self.meta.get("versus_random"),
         }
 
     def undo(self, annotator: Optional[str] = None) -> Optional[dict]:
@@ -642,6 +668,55 @@ class Project:
         except Exception as exc:  # reported on the page and in /api/status, never silently retried
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             logging.getLogger(__name__).exception("retraining or selection failed")
+            return
+        if self.compare_random:
+            with self._lock:
+                self._versus_due = True  # a comparison under way runs once more when it ends
+                if self._versus_thread is None or not self._versus_thread.is_alive():
+                    self._versus_thread = threading.Thread(target=self._update_versus_random, daemon=True)
+                    self._versus_thread.start()
+
+    def _update_versus_random(self) -> None:
+        while True:
+            with self._lock:
+                if not self._versus_due:
+                    return
+                self._versus_due = False
+            try:
+                labelled_random, result = self.versus_random()
+                shown = {"result": result, "text": quality.versus_random_text(result, labelled_random)}
+                self.store.set_meta("versus_random", shown)
+                self.meta["versus_random"] = shown
+            except Exception:  # a failed comparison never stops labelling; it is logged and retried after the next batch
+                logging.getLogger(__name__).exception("the comparison with random failed")
+
+    def versus_random(self) -> tuple[int, Optional[dict]]:
+        """(labelled audit items, the comparison or None while fewer than ``quality.VERSUS_MIN_ITEMS``):
+        the strategy's first m labels against m random ones (the audit items), each fold of the
+        audit items held out in turn (``quality`` module docstring). The comparison:
+        ``quality.paired_difference``'s dict (a: the strategy's, b: random's) with ``labels``, m."""
+        labels = self.store.current_labels()
+        position = self.positions()
+        chosen, random_items = self.store.chosen_and_random()
+        chosen = [i for i in chosen if i in labels and i in position]
+        random_items = [i for i in random_items if i in labels and i in position]
+        if len(random_items) < quality.VERSUS_MIN_ITEMS:
+            return len(random_items), None
+        x = self.features()[1]
+        folds = min(quality.VERSUS_FOLDS, len(random_items))
+        ours, theirs, sizes = [], [], []
+        for fold in range(folds):
+            held = random_items[fold::folds]
+            train_random = [i for i in random_items if i not in set(held)]
+            train_chosen = chosen[: len(train_random)]
+            if len(train_chosen) < len(train_random) or min(len({labels[i] for i in t}) for t in (train_random, train_chosen)) < 2:
+                return len(random_items), None  # too few chosen labels, or one class only: no fair comparison yet
+            sizes.append(len(train_random))
+            for items, outcomes in ((train_chosen, ours), (train_random, theirs)):
+                model, x_of = self._train(items, labels, x, position)
+                predicted = _predict(model, x_of(held), self.device)
+                outcomes += [int(self.classes[int(c)] == labels[i]) for i, c in zip(held, predicted)]
+        return len(random_items), {**quality.paired_difference(ours, theirs), "labels": int(round(float(np.mean(sizes))))}
 
     def _pool(self, labels: dict[int, str]) -> list[int]:
         ids, _ = self.features()
@@ -673,18 +748,42 @@ class Project:
         if not rest or batch_size == 0:
             return []
         g = torch.Generator().manual_seed(1_000_003 + seed)
-        take = torch.randperm(len(rest), generator=g)[: quality.audit_count(batch_size)].tolist()
+        take = torch.randperm(len(rest), generator=g)[: quality.audit_count(batch_size, self.meta.get("audit_fraction", quality.AUDIT_FRACTION))].tolist()
         return [rest[i] for i in take]
 
-    def _add_batch(self, strategy: str, picks: list[int], audit: list[int], details=None, **fields) -> None:
+    def _add_batch(self, strategy: str, picks: list[int], audit: list[int], details=None, relabel=None, **fields) -> None:
         """The batch with its audit items at random positions (the labeller cannot tell them
-        apart, so they are labelled with the same care)."""
+        apart, so they are labelled with the same care). ``relabel``: per pick, 0 or the labels a
+        relabelled item needs in all."""
         g = torch.Generator().manual_seed(len(picks) * 7919 + self.round)
-        entries = [(i, d, False) for i, d in zip(picks, details or [(None, None, None)] * len(picks))]
-        entries += [(i, (None, None, None), True) for i in audit]
+        entries = [(i, d, False, r) for i, d, r in zip(picks, details or [(None, None, None)] * len(picks), relabel or [0] * len(picks))]
+        entries += [(i, (None, None, None), True, 0) for i in audit]
         order = torch.randperm(len(entries), generator=g).tolist() if audit else list(range(len(entries)))
         entries = [entries[k] for k in order]
-        self.store.add_batch(strategy, [e[0] for e in entries], details=[e[1] for e in entries], audit=[e[2] for e in entries], **fields)
+        self.store.add_batch(strategy, [e[0] for e in entries], details=[e[1] for e in entries], audit=[e[2] for e in entries],
+                             relabel=[e[3] for e in entries], **fields)
+
+    def _second_opinions(self, pick_probs: np.ndarray, labelled_probs: dict[int, np.ndarray], labels: dict[int, str],
+                         estimate: Optional[tuple], flagged: set) -> list[tuple[int, int]]:
+        """Labelled items to ask one more label of instead of the strategy's last picks, with the
+        labels each then needs in all (``batchal.labelling.relabel``'s rule). Audit items, flagged
+        items and items every annotator has labelled are never asked again."""
+        given = self.store.annotator_labels()
+        team = len(self.store.annotators()) + 1  # the named annotators and the owner
+        audit = self.store.audit_items()
+        chance = quality.chance_level(len(self.classes), self._label_counts(labels))
+        reliable = quality.reliability(given)
+        annotator_weight = {name: weight(r["agreement"], chance) for name, r in reliable.items()}
+        mean_weight = float(np.mean(list(annotator_weight.values()))) if annotator_weight else 1.0
+        counts = [len(given[i]) for i in labels if i in given]
+        model_weight = weight(estimate[1] if estimate else None, chance) * math.sqrt(np.mean(counts) if counts else 1.0)
+        index = {c: n for n, c in enumerate(self.classes)}
+        open_items = {item: [(index[label], annotator_weight.get(who or "(owner)", mean_weight)) for who, (label, _) in given[item].items()]
+                      for item in labelled_probs if item in given and item in labels and item not in audit and item not in flagged
+                      and len(given[item]) < team}
+        scored = labelled_scores({i: labelled_probs[i] for i in open_items}, open_items, model_weight, mean_weight)
+        chosen = relabel_choice(new_scores(pick_probs, model_weight, mean_weight).tolist(), scored)
+        return [(item, len(given[item]) + 1) for item in chosen]
 
     def _train(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int]):
         """A fresh model trained on ``train_ids``: its epochs chosen by early stopping on every
@@ -725,6 +824,8 @@ class Project:
         if self.background is not None:
             self.background.close()
         self.wait(30)
+        if self._versus_thread is not None:
+            self._versus_thread.join(120)
 
     def train_in_background(self) -> None:
         """Ask the background trainer for a model of the current labels (background projects only)."""
@@ -798,6 +899,7 @@ class Project:
         probs = predictive_probs(lp).cpu()
         best_p, best_c = probs.max(1)
         predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(candidates, best_c, best_p)]
+        lab_probs = None
         if labelled_ids:
             lab_probs = predictive_probs(predict_log_probs(model, x_of(labelled_ids), 1, seed=0, device=self.device)).cpu()
             lab_p, lab_c = lab_probs.max(1)
@@ -808,6 +910,16 @@ class Project:
         kept = [(n, p) for n, p in enumerate(selection.indices.tolist()) if candidates[p] not in now_taken]
         picks = [candidates[p] for _, p in kept]
         details = [(self.classes[int(best_c[p])], float(best_p[p]), float(scores[n])) for n, p in kept]
+        relabel_to = [0] * len(picks)
+        if self.relabel and lab_probs is not None and len(self.store.annotators()) >= 2:
+            again = self._second_opinions(probs[[p for _, p in kept]].numpy(), dict(zip(labelled_ids, lab_probs.numpy())),
+                                          labels, estimate, set(self.store.flagged()))
+            if again:  # ActiveLab's answer: these labelled items take the slots of the strategy's last picks
+                keep = len(picks) - len(again)
+                picks = picks[:keep] + [item for item, _ in again]
+                details = details[:keep] + [(self.classes[int(lab_probs[labelled_ids.index(i)].argmax())],
+                                             float(lab_probs[labelled_ids.index(i)].max()), None) for i, _ in again]
+                relabel_to = relabel_to[:keep] + [target for _, target in again]
         information = selection.total
         # Stabilizing predictions: agreement with the previous model on the items both predicted.
         before = self.store.predictions()
@@ -819,7 +931,7 @@ class Project:
         # The accuracy row, the batch and the predictions commit together: a crash in between
         # leaves none of them, so a retry never writes a second accuracy row for the same labels.
         self._add_batch(strategy, picks, audit, details=details, accuracy=estimate, information=information,
-                        predictions=predictions, kappa=kappa)
+                        predictions=predictions, kappa=kappa, relabel=relabel_to)
         self.model_labels = trained_on
         self.train_in_background()  # labels given meanwhile, or the labels a stale model lacked
 

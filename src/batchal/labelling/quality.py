@@ -22,6 +22,18 @@ nothing is not "done". The bound: the gain is P(now right, before wrong) - P(now
 right), at most the first, whose one-sided 95% Clopper-Pearson upper bound from the paired
 items is exact and valid with no discordant pair at all (1 - 0.05^(1/n) then).
 
+Against random, while labelling. Would random items have done as well? The audit items are a
+uniformly random sample of the pool, labelled as the batches go, so they answer it at no extra
+label: the labelled audit items are split into ``VERSUS_FOLDS`` folds; for each fold, one model
+is trained on the other folds' m random items and one on the strategy's first m labelled items
+(batch order, with the same training), and both are scored on the fold's items, which neither
+saw. Every audit item is then a paired comparison at equal label counts. The gain is
+P(chosen right, random wrong) - P(chosen wrong, random right); its 95% interval combines the two
+shares' exact 97.5% Clopper-Pearson intervals (lower: the first's lower bound minus the
+second's upper bound), so it is valid with few items and with no discordant pair. The status
+says the chosen batches are ahead (or behind) only when the interval excludes 0, and otherwise
+that there is not yet enough evidence.
+
 The chance warning. When at least ``CHANCE_MIN_ITEMS`` audit items have been labelled and the
 estimate's 95% interval still reaches down to the chance level, the status warns that the model
 is not (yet) shown to beat chance: random or inconsistent labels, or a wrong class list, look
@@ -71,6 +83,48 @@ def paired_gain(now: dict[int, int], before: dict[int, int]) -> Optional[tuple[i
     gained = sum(1 for i in common if now[i] and not before[i])
     lost = sum(1 for i in common if before[i] and not now[i])
     return n, (gained - lost) / n, clopper_pearson_upper(gained, n)
+
+
+#: Folds of the audit items in the comparison with random; labelled audit items it waits for.
+VERSUS_FOLDS = 5
+VERSUS_MIN_ITEMS = 10
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Two-sided (1 - alpha) Clopper-Pearson interval for a proportion with k successes in n trials."""
+    from scipy.stats import beta
+
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k >= n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def paired_difference(a: list[int], b: list[int]) -> dict:
+    """a - b on paired right (1) / wrong (0) outcomes: {n, a, b, gain, low, high}, the 95% interval
+    combining the discordant shares' exact 97.5% intervals (module docstring)."""
+    n = len(a)
+    if n == 0 or len(b) != n:
+        raise ValueError(f"paired_difference needs two equally long, non-empty outcome lists, got {len(a)} and {len(b)}")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    a_low, a_high = clopper_pearson(only_a, n, 0.025)
+    b_low, b_high = clopper_pearson(only_b, n, 0.025)
+    return {"n": n, "a": sum(a) / n, "b": sum(b) / n, "gain": (only_a - only_b) / n, "low": a_low - b_high, "high": a_high - b_low}
+
+
+def versus_random_text(result: Optional[dict], labelled_random: int, min_items: int = VERSUS_MIN_ITEMS) -> str:
+    """What the status says of the comparison with random (``Project.versus_random``)."""
+    if result is None:
+        return (f"Against random: not enough random items labelled yet ({labelled_random} of {min_items}) to compare the chosen "
+                "batches with random ones.")
+    at = (f"with {result['labels']} labels, a model on the strategy's first labels scored {result['a'] * 100:.0f}% on "
+          f"{result['n']} held-out random items, one on as many random items {result['b'] * 100:.0f}% "
+          f"(difference {result['gain'] * 100:+.0f} points, 95% interval {result['low'] * 100:+.0f} to {result['high'] * 100:+.0f})")
+    if result["low"] > 0:
+        return f"Against random: the chosen batches are doing better than random items would have: {at}."
+    if result["high"] < 0:
+        return f"Against random: the chosen batches are doing worse than random items would have: {at}."
+    return f"Against random: not yet enough evidence either way: {at}."
 
 
 #: Audit items the chance warning waits for.

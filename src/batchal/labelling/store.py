@@ -84,6 +84,7 @@ _ADDED_COLUMNS = [
     ("accuracy", "low", "REAL"),                # the estimate's 95% interval (Wilson)
     ("accuracy", "high", "REAL"),
     ("accuracy", "per_item", "TEXT"),           # JSON {item id: 1 right / 0 wrong} on the audit items
+    ("batch_items", "relabel", "INTEGER"),      # a labelled item asked for one more label: the labels it needs in all (labelling.relabel)
 ]
 
 #: The label of an item that an undo returned to "not labelled".
@@ -217,8 +218,9 @@ class Store:
         return [dict(zip(("id", "item_id", "label", "annotator", "created_at", "undoes"), r)) for r in rows]
 
     def batch_details(self, batch_id: int) -> list[dict]:
-        rows = self.con.execute("SELECT item_id, suggestion, probability, score, audit FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
-        return [dict(zip(("id", "suggestion", "probability", "score", "audit"), r)) for r in rows]
+        rows = self.con.execute("SELECT item_id, suggestion, probability, score, audit, COALESCE(relabel, 0) FROM batch_items "
+                                "WHERE batch_id = ? ORDER BY position", (batch_id,))
+        return [dict(zip(("id", "suggestion", "probability", "score", "audit", "relabel"), r)) for r in rows]
 
     def batch_history(self) -> list[dict]:
         rows = self.con.execute("SELECT id, strategy, information, kappa, created_at FROM batches ORDER BY id")
@@ -249,6 +251,14 @@ class Store:
         for row in out:
             row["per_item"] = {int(k): v for k, v in json.loads(row["per_item"]).items()} if row["per_item"] else {}
         return out
+
+    def chosen_and_random(self) -> tuple[list[int], list[int]]:
+        """(items the batches chose, audit items), each in the order the batches offered them (first offer)."""
+        chosen: dict[int, None] = {}
+        random_items: dict[int, None] = {}
+        for item, audit in self.con.execute("SELECT item_id, COALESCE(audit, 0) FROM batch_items ORDER BY batch_id, position"):
+            (random_items if audit else chosen).setdefault(item, None)
+        return [i for i in chosen if i not in random_items], list(random_items)
 
     def audit_items(self) -> set[int]:
         """Items drawn uniformly at random for the accuracy estimate (never trained on while it is estimated)."""
@@ -283,11 +293,18 @@ class Store:
     def annotators(self) -> list[str]:
         return [r[0] for r in self.con.execute("SELECT name FROM annotators ORDER BY created_at")]
 
-    def labels_needed(self, given: dict, overlap: int) -> int:
-        """Labels from different annotators an item needs: ``overlap``, or one more than it has
-        while its votes tie."""
+    def labels_needed(self, given: dict, overlap: int, relabel_to: int = 0) -> int:
+        """Labels from different annotators an item needs: ``overlap`` (or ``relabel_to`` when the
+        current batch asks more of it), and one more than it has while its votes tie."""
         labels = [label for label, _ in given.values()]
-        return len(labels) + 1 if labels and vote(labels) is None else overlap
+        need = max(overlap, relabel_to)
+        return max(need, len(labels) + 1) if labels and vote(labels) is None else need
+
+    def relabel_items(self) -> dict[int, int]:
+        """The current batch's items that were labelled already and are asked for one more label:
+        {item: the labels it needs in all}."""
+        return {r[0]: r[1] for r in self.con.execute("SELECT item_id, relabel FROM batch_items WHERE relabel > 0 AND batch_id = "
+                                                     "(SELECT MAX(id) FROM batches)")}
 
     def claim(self, annotator: str, batch_items: list[int], overlap: int, now: Optional[float] = None) -> list[int]:
         """The items of the batch this annotator should label now: those it holds or labelled,
@@ -300,6 +317,7 @@ class Store:
             con.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_SECONDS,))
             given = self.annotator_labels()
             flagged = self.flagged()
+            relabel = self.relabel_items()
             holders: dict[int, set[str]] = {}
             for item, who in con.execute("SELECT item_id, annotator FROM claims"):
                 holders.setdefault(item, set()).add(who)
@@ -308,7 +326,8 @@ class Store:
                 labelled_by = set(given.get(item, {}))
                 if annotator in labelled_by or annotator in holders.get(item, set()):
                     mine.append(item)
-                elif item not in flagged and len(labelled_by | holders.get(item, set())) < self.labels_needed(given.get(item, {}), overlap):
+                elif item not in flagged and len(labelled_by | holders.get(item, set())) < self.labels_needed(given.get(item, {}), overlap,
+                                                                                                    relabel.get(item, 0)):
                     open_items.append(item)
             if annotator == "":  # the owner's token: sees every item no named annotator holds, claims nothing
                 held = {i for i, whos in holders.items() if whos - set(given.get(i, {}))}
@@ -331,7 +350,7 @@ class Store:
         given = set(labelled)
         if annotator in given:
             return None
-        overlap = self.labels_needed(labelled, overlap)
+        overlap = self.labels_needed(labelled, overlap, self.relabel_items().get(item_id, 0))
         others = {r[0] for r in self.con.execute("SELECT annotator FROM claims WHERE item_id = ? AND claimed_at >= ? AND annotator != ?",
                                                  (item_id, now - CLAIM_SECONDS, annotator))}
         if len(given | others) >= overlap:
@@ -357,12 +376,14 @@ class Store:
         predictions: Optional[list[tuple[int, str, float]]] = None,
         kappa: Optional[float] = None,
         audit: Optional[list[bool]] = None,
+        relabel: Optional[list[int]] = None,
     ) -> int:
         """A new batch, and with it in the same transaction what the model that chose it said:
         its accuracy estimate (labelled, accuracy, held_out), each item's (suggestion,
         probability, score), the batch's information and the predictions for every item."""
         details = details or [(None, None, None)] * len(item_ids)
         audit = audit or [False] * len(item_ids)
+        relabel = relabel or [0] * len(item_ids)  # per item: 0, or the labels a relabelled item needs in all
         with self.write() as con:
             if accuracy is not None:  # (labelled, accuracy, n[, low, high, per_item])
                 labelled, acc, n, *rest = accuracy
@@ -374,8 +395,9 @@ class Store:
                 con.executemany("INSERT INTO predictions(item_id, label, probability) VALUES (?, ?, ?)", predictions)
             batch_id = con.execute("INSERT INTO batches(strategy, created_at, information, kappa) VALUES (?, ?, ?, ?)",
                                    (strategy, time.time(), information, kappa)).lastrowid
-            con.executemany("INSERT INTO batch_items(batch_id, position, item_id, suggestion, probability, score, audit) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(batch_id, i, item, *d, int(a)) for i, (item, d, a) in enumerate(zip(item_ids, details, audit))])
+            con.executemany("INSERT INTO batch_items(batch_id, position, item_id, suggestion, probability, score, audit, relabel) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(batch_id, i, item, *d, int(a), int(r)) for i, (item, d, a, r)
+                                                                in enumerate(zip(item_ids, details, audit, relabel))])
             return batch_id
 
     def undo_last_label(self, annotator: Optional[str] = None) -> Optional[tuple[int, str, int]]:
