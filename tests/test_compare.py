@@ -115,3 +115,19 @@ def test_compare_balance_adds_each_strategy_s_balanced_variant(tmp_path):
     assert config["strategy"] == "margin" and config["balance"] is True
     plain = json.loads((tmp_path / "out" / "runs" / "margin-b10-seed0" / "config.json").read_text())
     assert "balance" not in plain
+
+
+def test_compare_on_repeated_digits_finds_batchbald_saving_labels_with_an_interval_above_zero(tmp_path, capsys):
+    """The setting where the answer is known (BatchBALD's paper: repeated data, where it avoids
+    the copies): 5 seeds to 80 labels, labels counted to 90% of the full-pool accuracy."""
+    out = tmp_path / "out"
+    argv = ["compare", "repeated-digits", "--strategy", "batchbald", "--seeds", "0,1,2,3,4", "--budget", "80", "--batch-size", "10",
+            "--mc-samples", "10", "--targets", "0.9,0.95", "--out", str(out)]
+    assert main(argv) == 0
+    assert "batchbald saves labels against random here: to 90% of the full-pool accuracy" in capsys.readouterr().out
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["saves_labels"] is True and summary["best"] == "batchbald"
+    saving = summary["settings"][0]["strategies"]["batchbald"]["saving_vs_random"]["0.9"]
+    assert saving["low"] > 0, saving
+    assert summary["settings"][0]["targets"] == [0.9, 0.95] and "labels to 90% / 95% of full" in (out / "report.md").read_text()
+    assert main(argv[:-4] + ["--targets", "0.9,1.5", "--out", str(out)]) == 2  # a target is a fraction of the full-pool accuracy

@@ -35,7 +35,7 @@ import numpy as np
 
 from batchal.significance import holm_adjusted, paired_p
 
-#: Targets, as fractions of the full-pool model's accuracy.
+#: Targets, as fractions of the full-pool model's accuracy (the default; ``--targets``). The first is the verdict's.
 TARGETS = (0.95, 0.99)
 BOOTSTRAP = 2000
 
@@ -88,6 +88,8 @@ class Setting:
     full: dict[int, float]
     #: Per strategy and seed, the last row's macro-F1, per-class recall and the labels until every class was seen.
     final: dict[str, dict[int, dict]] = dataclasses.field(default_factory=dict)
+    #: The targets, as fractions of the full-pool accuracy; the first is the verdict's.
+    targets: tuple[float, ...] = TARGETS
 
 
 def discovery(initial_labels: list[int], rows: list[dict], classes: int) -> Optional[int]:
@@ -116,13 +118,14 @@ def analyse(setting: Setting, baseline: str = "random") -> dict:
     censored = setting.budget + setting.batch_size
     base = setting.curves[baseline]
     full = float(np.mean([setting.full[s] for s in seeds]))
-    out: dict = {"batch_size": setting.batch_size, "seeds": seeds, "full_pool_accuracy": full, "strategies": {}}
+    out: dict = {"batch_size": setting.batch_size, "seeds": seeds, "full_pool_accuracy": full, "targets": list(setting.targets),
+                 "strategies": {}}
     tests = []
     for name, runs in setting.curves.items():
         areas = [aubc(runs[s], start, end) for s in seeds]
         entry = {"aubc": dict(zip(("estimate", "low", "high"), bootstrap_mean(areas))), "labels_to_target": {},
                  "saving_vs_random": {}, "deficiency": float(np.mean([deficiency(runs[s], base[s], setting.full[s]) for s in seeds]))}
-        for fraction in TARGETS:
+        for fraction in setting.targets:
             reached = [labels_to(runs[s], fraction * setting.full[s]) for s in seeds]
             entry["labels_to_target"][str(fraction)] = reached
             if name != baseline:
@@ -162,10 +165,10 @@ def verdict(results: list[dict]) -> tuple[bool, Optional[str], list[str]]:
                          "area under the budget curve beats random's after Holm's correction).")
             continue
         best = r["strategies"][r["best"]]
-        target = str(TARGETS[0])
-        saving = best["saving_vs_random"][target]
+        first = r.get("targets", TARGETS)[0]
+        saving = best["saving_vs_random"][str(first)]
         bound = " at least" if saving["censored"] else ""
-        lines.append(f"b = {r['batch_size']}: {r['best']} saves labels against random here: to {TARGETS[0]:.0%} of the full-pool "
+        lines.append(f"b = {r['batch_size']}: {r['best']} saves labels against random here: to {first:.0%} of the full-pool "
                      f"accuracy ({r['full_pool_accuracy']:.3f}) it needed{bound} {saving['estimate']:.0f} fewer labels on average "
                      f"(95% interval {saving['low']:.0f} to {saving['high']:.0f}, {seeds} seeds); Holm-corrected p = {best['p_holm']:.3g}.")
     best = max(winners) if winners else None
@@ -184,17 +187,18 @@ def write(out: Path, settings: list[Setting], title: str = "Does active learning
     md = [f"# {title}", "", "## Verdict", ""] + [f"- {s}" for s in sentences] + [""]
     for r in results:
         md += [f"## b = {r['batch_size']} ({len(r['seeds'])} seeds; full-pool accuracy {r['full_pool_accuracy']:.3f})", "",
-               "| strategy | AUBC (95% interval) | AUBC - random's | Holm p | deficiency | labels to 95% / 99% of full "
-               "(per seed) | saved vs random to 95% (95% interval) |", "|---|---|---|---|---|---|---|"]
+               "| strategy | AUBC (95% interval) | AUBC - random's | Holm p | deficiency | labels to "
+               + " / ".join(f"{t:.0%}" for t in r["targets"]) + " of full "
+               f"(per seed) | saved vs random to {r['targets'][0]:.0%} (95% interval) |", "|---|---|---|---|---|---|---|"]
         for name, e in r["strategies"].items():
             a = e["aubc"]
-            saving = e["saving_vs_random"].get(str(TARGETS[0]))
+            saving = e["saving_vs_random"].get(str(r["targets"][0]))
             saved = (f"{saving['estimate']:+.0f} ({saving['low']:+.0f} to {saving['high']:+.0f})" + (" (censored)" if saving["censored"] else "")
                      if saving else "-")
             md.append(f"| {name} | {a['estimate']:.4f} ({a['low']:.4f}-{a['high']:.4f}) | "
                       f"{e['aubc_vs_random']:+.4f} | {e['p_holm']:.3g} | {e['deficiency']:.3f} | " if "p_holm" in e else
                       f"| {name} | {a['estimate']:.4f} ({a['low']:.4f}-{a['high']:.4f}) | - | - | {e['deficiency']:.3f} | ")
-            md[-1] += " / ".join(",".join("-" if x is None else str(x) for x in e["labels_to_target"][str(f)]) for f in TARGETS) + f" | {saved} |"
+            md[-1] += " / ".join(",".join("-" if x is None else str(x) for x in e["labels_to_target"][str(f)]) for f in r["targets"]) + f" | {saved} |"
         md.append("")
         if all("macro_f1" in e for e in r["strategies"].values()):
             md += ["At the budget: macro-F1 (rare classes count as much as common ones), the lowest class recall and the labels until "
@@ -295,9 +299,12 @@ BALANCED = "-balanced"
 
 def run_comparison(data_source: str, strategies: list[str], seeds: list[int], batch_sizes: list[int], out: Path,
                    settings: dict, progress: Optional[Callable[[str], None]] = None, workers: int = 1,
-                   ray_address: Optional[str] = None) -> dict:
+                   ray_address: Optional[str] = None, targets: tuple[float, ...] = TARGETS) -> dict:
     """Run (or resume) every (strategy, b, seed) as a ``batchal run`` run under OUT/runs, the full-pool
-    model per seed, then write the comparison. ``settings``: ExperimentConfig fields (budget, ...)."""
+    model per seed, then write the comparison. ``settings``: ExperimentConfig fields (budget, ...);
+    ``targets``: fractions of the full-pool accuracy, the first the verdict's."""
+    if not targets or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1 for t in targets):
+        raise ValueError(f"targets must be fractions in (0, 1] of the full-pool accuracy, e.g. 0.95,0.99; got {targets!r}")
     from batchal.experiment import ExperimentConfig
 
     say = progress or (lambda _: None)
@@ -330,7 +337,8 @@ def run_comparison(data_source: str, strategies: list[str], seeds: list[int], ba
     initial = {seed: data.train_y[Splits.make(data, dataclasses.replace(resolved, seed=seed)).initial].tolist() for seed in seeds}
     setting_list = [Setting(b, resolved.initial_size, resolved.budget,
                             {s: {seed: curve_of(rows[(s, b, seed)]) for seed in seeds} for s in strategies}, full,
-                            {s: {seed: final_of(rows[(s, b, seed)], initial[seed], data.num_classes) for seed in seeds} for s in strategies})
+                            {s: {seed: final_of(rows[(s, b, seed)], initial[seed], data.num_classes) for seed in seeds} for s in strategies},
+                            tuple(float(t) for t in targets))
                     for b in batch_sizes]
     from batchal.report import write_report
 

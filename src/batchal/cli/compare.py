@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
                      help="the initial labels: class-balanced (default) or drawn at random (what an imbalanced pool gives you)")
     cmd.add_argument("--model", help="a registered model or your own MODULE:FACTORY (default: the data set's)")
     cmd.add_argument("--mc-samples", dest="mc_samples", type=int, default=20)
+    cmd.add_argument("--test-mc-samples", dest="test_mc_samples", type=int, help="MC-dropout samples for the test accuracy (default: --mc-samples)")
     cmd.add_argument("--num-samples", dest="num_samples", type=int, help="BatchBALD joint-entropy samples (default 40000)")
     cmd.add_argument("--prefilter", type=int, help="BatchBALD: only this many points of highest BALD score compete (large pools)")
     cmd.add_argument("--pool-subsample", dest="pool_subsample", type=int, help="score a random subset of this many pool points per round")
@@ -39,6 +40,8 @@ def add_parser(sub) -> None:
                      "(the last class RATIO of them, e.g. 0.01); the test set stays as it is")
     cmd.add_argument("--balance", action="store_true", help="also run each strategy wrapped by the class-balancing rule "
                      "(NAME-balanced: the strategy ranks 3b candidates, the classes with the fewest labels get the slots first)")
+    cmd.add_argument("--targets", default="0.95,0.99", help="labels are counted to these fractions of the accuracy of a model "
+                     "trained on the whole labelled pool (default 0.95,0.99; the first is the verdict's)")
     cmd.add_argument("--workers", type=int, default=1, help="runs in this many processes at once (one thread each)")
     cmd.add_argument("--ray", help="run every run as a task on a Ray cluster: local, auto or HOST:PORT")
     cmd.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
@@ -57,14 +60,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     train = {k: v for k, v in (("max_epochs", args.max_epochs), ("epoch_samples", args.epoch_samples)) if v is not None}
     settings = {"budget": args.budget, "initial_size": args.initial_size, "mc_samples": args.mc_samples, "train": train,
                 **{k: getattr(args, k) for k in ("model", "label_column", "image_size", "data_dir", "imbalance",
-                                                   "num_samples", "prefilter", "pool_subsample", "initial_selection") if getattr(args, k) is not None}}
+                                                   "num_samples", "prefilter", "pool_subsample", "initial_selection", "test_mc_samples") if getattr(args, k) is not None}}
     if args.balance:
         from batchal.compare import BALANCED
 
         names += [n + BALANCED for n in names if n != "random"]
     out = Path(args.out)
     summary = run_comparison(args.dataset, names, split_list(args.seeds, "--seeds", int), split_list(args.batch_size, "--batch-size", int),
-                             out, settings, progress=lambda line: print(line, flush=True), workers=args.workers, ray_address=args.ray)
+                             out, settings, progress=lambda line: print(line, flush=True), workers=args.workers, ray_address=args.ray,
+                             targets=tuple(split_list(args.targets, "--targets", float)))
     print()
     for sentence in summary["verdict"]:
         print(sentence)

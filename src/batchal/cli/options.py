@@ -16,7 +16,7 @@ def split_list(text: str, flag: str, convert=str) -> list:
 
 
 EXAMPLES = {"--strategy": "batchbald,bald,random", "--seeds": "0,1,2", "--thresholds": "0.9,0.95", "--classes": "cat,dog",
-            "--batch-size": "10,40", "--input-shape": "1,28,28"}
+            "--batch-size": "10,40", "--input-shape": "1,28,28", "--targets": "0.9,0.95"}
 
 
 
