@@ -372,7 +372,71 @@ def front_figures_block(results: Path) -> list[str]:
             "(`results/benchmarks/batchbald_*.txt`)."]
 
 
-BLOCKS = {"front-figures": front_figures_block, "paper-protocol": paper_protocol_block, "mnist-paper": mnist_paper_block, "cpu-a": cpu_a_block, "cpu-b": cpu_b_block,
+def noisy_annotators_block(results: Path) -> list[str]:
+    """Votes, reliability and relabelling with a noisy annotator (results/noisy-annotators/rows.jsonl,
+    ``scripts/noisy_annotators.py``): at the last checkpoint, consensus and test accuracy per setting,
+    relabelling's paired gain and the annotators' estimated reliability."""
+    import json
+
+    from batchal.compare import bootstrap_mean
+
+    rows = [json.loads(line) for line in (results / "noisy-annotators" / "rows.jsonl").read_text().splitlines()]
+    seeds = sorted({r["seed"] for r in rows})
+    last = max(c["labels"] for c in rows[0]["checkpoints"])
+    at = {(r["setting"], r["seed"]): next(c for c in r["checkpoints"] if c["labels"] == last) for r in rows}
+    fmt = lambda v, signed=False: f"{v[0]:+.3f} ({v[1]:+.3f} to {v[2]:+.3f})" if signed else f"{v[0]:.3f} ({v[1]:.3f}-{v[2]:.3f})"  # noqa: E731
+    out = [f"Three simulated annotators on scikit-learn's digits, one of them (`cal`) replacing 30% of its labels by a random other "
+           f"class; {last} labels each way, {len(seeds)} seeds, mean with a 95% bootstrap interval "
+           "(`results/noisy-annotators/README.md`, `python scripts/noisy_annotators.py`):", "",
+           "| | consensus accuracy (training labels right) | test accuracy |", "|---|---|---|"]
+    for setting in ("one label per item", "relabelling", "two labels per item"):
+        out.append(f"| {setting} | " + " | ".join(fmt(bootstrap_mean([at[(setting, s)][k] for s in seeds]))
+                                              for k in ("consensus_accuracy", "test_accuracy")) + " |")
+    diff = {k: bootstrap_mean([at[("relabelling", s)][k] - at[("one label per item", s)][k] for s in seeds])
+            for k in ("consensus_accuracy", "test_accuracy")}
+    reliability = {name: np.mean([r["reliability"][name]["agreement"] for r in rows if r["setting"] == "relabelling"])
+                   for name in ("ann", "bea", "cal")}
+    out += ["", f"Relabelling minus one label per item, paired by seed: consensus accuracy {fmt(diff['consensus_accuracy'], True)}, "
+            f"test accuracy {fmt(diff['test_accuracy'], True)}. The reliability estimates with relabelling: "
+            + ", ".join(f"{name} {v:.2f}" for name, v in reliability.items()) + "."]
+    return out
+
+
+def compare_evidence_block(results: Path) -> list[str]:
+    """`batchal compare`'s speed (results/benchmarks/compare_speed.txt) and the rare-class study
+    (results/imbalance-*/compare.json): balancing's effect on macro-F1 and minority discovery."""
+    import json
+    import re
+
+    text = (results / "benchmarks" / "compare_speed.txt").read_text()
+    out = []
+    for label, words in (("workers", "in two worker processes"), ("ray", "on a local Ray cluster")):
+        found = re.search(rf"^{label}: wall clock (\d+) s \(load before start ([\d.]+)\)", text, re.M)
+        if found:
+            minutes, seconds = divmod(int(found.group(1)), 60)
+            out.append(f"- Speed: 5 strategies x 5 seeds on letter to 1,000 labels took {minutes} min {seconds} s {words} on 2 cores "
+                       f"(load {found.group(2)} before start; protocol and shortcuts in `results/benchmarks/compare_speed.txt`).")
+    for name in ("mnist", "letter"):
+        path = results / f"imbalance-{name}" / "compare.json"
+        if not path.exists():
+            continue
+        setting = json.loads(path.read_text())["settings"][0]["strategies"]
+        better, found_sooner, pairs = 0, 0, 0
+        for base in ("random", "margin", "bald", "batchbald", "badge"):
+            if base + "-balanced" not in setting:
+                continue
+            plain, balanced = setting[base], setting[base + "-balanced"]
+            pairs += 1
+            better += balanced["macro_f1"]["estimate"] > plain["macro_f1"]["estimate"]
+            median = lambda e: float(np.median([x if x is not None else np.inf for x in e["labels_to_every_class"]]))  # noqa: E731
+            found_sooner += median(balanced) < median(plain)
+        out.append(f"- Rare classes, {name} with the rarest class at about 1% of the pool: balancing raised the macro-F1 at the budget "
+                   f"for {better} of {pairs} strategies and found every class sooner (median over seeds) for {found_sooner} of {pairs} "
+                   f"(`results/imbalance/README.md`).")
+    return out
+
+
+BLOCKS = {"noisy-annotators": noisy_annotators_block, "compare-evidence": compare_evidence_block, "front-figures": front_figures_block, "paper-protocol": paper_protocol_block, "mnist-paper": mnist_paper_block, "cpu-a": cpu_a_block, "cpu-b": cpu_b_block,
           "badge-study": badge_study_block, "new-strategies": new_strategies_block, "badge-cost": badge_cost_block, "sweep": sweep_block, "faithful-cpu": faithful_block, "regression": regression_block, "badge-cpu": badge_cpu_block}
 
 

@@ -306,6 +306,21 @@ def test_run_command_on_ray_prints_each_run_and_the_table(cluster, tmp_path, cap
     assert (tmp_path / "digits" / "bald-b5-seed0" / "results.jsonl").is_file()
 
 
+def test_compare_on_ray_equals_compare_in_one_process(cluster, tmp_path, capsys):
+    c, _ = cluster
+    argv = ["compare", "digits", "--strategy", "margin", "--seeds", "0,1", "--budget", "30", "--batch-size", "5", "--mc-samples", "4",
+            "--max-epochs", "2", "--epoch-samples", "128"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tasks (1 CPU each): the full-pool models here, the runs in one process
+    try:
+        assert main([*argv, "--ray", c.address, "--out", str(tmp_path / "ray")]) == 0
+        assert "margin b=5 seed 1: done" in capsys.readouterr().out
+        assert main([*argv, "--out", str(tmp_path / "alone")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "ray" / "compare.json").read_text()) == json.loads((tmp_path / "alone" / "compare.json").read_text())
+
+
 def test_import_batchal_never_imports_ray():
     import subprocess
     import sys

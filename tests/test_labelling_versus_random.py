@@ -61,8 +61,8 @@ def repeated_digits_project(tmp_path, strategy):
     images, each with its own Gaussian noise), here with a redundant part: 20 digits repeated 40
     times next to 300 digits once. Random items spend most of their labels on copies of the 20;
     a strategy that learns from its labels does not, so it is known to lead at equal label
-    counts. (On digits repeated three times each, the service's BatchBALD was not ahead of random
-    at 72 labels: the first batches, chosen by a model trained on 10 labels, favour few classes.)"""
+    counts. (On digits repeated three times each, in one trial while this test was written, the
+    service's BatchBALD was not ahead of random at 72 labels: an observation, not a benchmark.)"""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
