@@ -74,6 +74,7 @@ def test_compare_on_a_null_data_set_finds_no_evidence_and_resumes(tmp_path, caps
     assert (tmp_path / "out" / "labels_saved.png").stat().st_size > 0 and (tmp_path / "out" / "report" / "report.md").is_file()
     assert "macro_f1" in entry and len(entry["recall"]) == 10 and len(entry["labels_to_every_class"]) == 3
     assert "labels to every class" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "recall.png").stat().st_size > 0 and "recall.png" in (tmp_path / "out" / "report.md").read_text()
     assert main(argv + ["--workers", "2"]) == 0  # resumed in worker processes: every run read back, the same verdict
     assert json.loads((tmp_path / "out" / "compare.json").read_text()) == summary
     assert main(["compare", str(tmp_path / "null.npz"), "--strategy", "nope", "--out", str(tmp_path / "x")]) == 2

@@ -210,7 +210,10 @@ def write(out: Path, settings: list[Setting], title: str = "Does active learning
                           f"{(f'{min(recall):.3f}' if recall else '-')} | "
                           + ",".join("-" if x is None else str(x) for x in e["labels_to_every_class"]) + " |")
             md.append("")
+            md += ["![recall of each class at the budget](recall.png)", ""]
     _plot_savings(out / "labels_saved.png", settings)
+    if any(all("recall" in e for e in r["strategies"].values()) for r in results):
+        _plot_recall(out / "recall.png", results)
     md += ["## Labels saved against random, by budget", "", "For each label count n: how many more labels random needed to reach "
            "the accuracy the strategy had at n (mean curves over seeds; above 0: the strategy saves labels).", "",
            "![labels saved](labels_saved.png)", "",
@@ -252,6 +255,27 @@ def _plot_savings(path: Path, settings: list[Setting]) -> None:
         ax.axhline(0, color="grey", lw=1, ls="--")
         ax.set(title=f"labels saved against random, b = {s.batch_size}", xlabel="labels (budget)", ylabel="labels saved")
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_recall(path: Path, results: list[dict]) -> None:
+    """Each class's recall at the budget (mean over seeds), a line per strategy: what rare classes get."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if all("recall" in e for e in r["strategies"].values())]
+    fig, axes = plt.subplots(1, len(shown), figsize=(6.5 * len(shown), 4.5), squeeze=False)
+    for ax, r in zip(axes[0], shown):
+        for name, e in r["strategies"].items():
+            points = [(c, v) for c, v in enumerate(e["recall"]) if v is not None]
+            ax.plot(*zip(*points), marker=".", label=name)
+        ax.set(title=f"recall of each class at the budget, b = {r['batch_size']}", xlabel="class", ylabel="recall (mean over seeds)",
+               ylim=(0, 1.02))
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
