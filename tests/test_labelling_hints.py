@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from labelling_support import features_project  # noqa: E402
 
-from batchal.labelling import Project, init_project  # noqa: E402
 from batchal.labelling import quality  # noqa: E402
 from batchal.training import TrainConfig  # noqa: E402
 
@@ -28,18 +27,8 @@ def digits_project(tmp_path, count=500):
 
     digits = load_digits()
     x, y = digits.data[:count].astype(np.float32) / 16, digits.target[:count]
-    images = tmp_path / "images"
-    images.mkdir()
-    names = [f"d{i:04d}.png" for i in range(count)]  # sorted order = feature row order
-    for name, row in zip(names, x):
-        Image.fromarray((row.reshape(8, 8) * 255).astype(np.uint8)).save(images / name)
-    np.save(tmp_path / "features.npy", x)
-    init_project(tmp_path / "proj", images, [str(d) for d in range(10)], features=tmp_path / "features.npy", strategy="random",
-                 batch_size=10, mc_samples=4, stop_patience=WINDOW)
-    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=256, max_epochs=8, patience=2))
-    path_of = {item: project.store.item_path(item) for item in project.features()[0]}
-    truth = {item: str(y[names.index(path)]) for item, path in path_of.items()}
-    return project, truth
+    return features_project(tmp_path, x, y, TrainConfig(epoch_samples=256, max_epochs=8, patience=2), strategy="random",
+                            batch_size=10, mc_samples=4, stop_patience=WINDOW)
 
 
 def simulate(project, truth, answer):

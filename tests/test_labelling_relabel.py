@@ -11,9 +11,8 @@ from batchal.labelling import relabel
 from batchal.labelling.store import Store
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from labelling_support import features_project  # noqa: E402
 
-from batchal.labelling import Project, init_project  # noqa: E402
 from batchal.training import TrainConfig  # noqa: E402
 
 
@@ -97,18 +96,10 @@ def digits_project(tmp_path, relabel_on: bool, count=300):
 
     digits = load_digits()
     x, y = digits.data[:count].astype(np.float32) / 16, digits.target[:count]
-    images = tmp_path / "images"
-    images.mkdir()
-    names = [f"d{i:04d}.png" for i in range(count)]
-    for name, row in zip(names, x):
-        Image.fromarray((row.reshape(8, 8) * 255).astype(np.uint8)).save(images / name)
-    np.save(tmp_path / "features.npy", x)
-    init_project(tmp_path / "proj", images, [str(d) for d in range(10)], features=tmp_path / "features.npy", strategy="margin",
-                 batch_size=10, mc_samples=4, relabel=relabel_on)
-    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=512, max_epochs=15, patience=3))
+    project, truth = features_project(tmp_path, x, y, TrainConfig(epoch_samples=512, max_epochs=15, patience=3), strategy="margin",
+                                      batch_size=10, mc_samples=4, relabel=relabel_on)
     for name in ("ann", "bea"):
         project.store.add_annotator(name, "sha-" + name)
-    truth = {item: str(y[names.index(project.store.item_path(item))]) for item in project.features()[0]}
     return project, truth
 
 

@@ -50,9 +50,8 @@ def test_chosen_and_random_items_keep_their_batch_order(tmp_path):
 
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from labelling_support import features_project  # noqa: E402
 
-from batchal.labelling import Project, init_project  # noqa: E402
 from batchal.training import TrainConfig  # noqa: E402
 
 
@@ -71,18 +70,9 @@ def repeated_digits_project(tmp_path, strategy):
     base = np.concatenate([x0[:300]] + [x0[300:320]] * 40)
     y = np.concatenate([y0[:300]] + [y0[300:320]] * 40)
     x = base + rng.normal(0, 0.05, base.shape).astype(np.float32)
-    images = tmp_path / "images"
-    images.mkdir()
-    names = [f"d{i:04d}.png" for i in range(len(x))]
-    for name, row in zip(names, x):
-        Image.fromarray((np.clip(row, 0, 1).reshape(8, 8) * 255).astype(np.uint8)).save(images / name)
-    np.save(tmp_path / "features.npy", x)
     # Five random audit items per batch of 10 picks: the comparison gets 70 paired items in 14 batches.
-    init_project(tmp_path / "proj", images, [str(d) for d in range(10)], features=tmp_path / "features.npy", strategy=strategy,
-                 batch_size=10, mc_samples=10, audit_fraction=0.5)
-    project = Project(tmp_path / "proj", train_config=TrainConfig(epoch_samples=1024, max_epochs=20, patience=3), compare_random=True)
-    truth = {item: str(y[names.index(project.store.item_path(item))]) for item in project.features()[0]}
-    return project, truth
+    return features_project(tmp_path, x, y, TrainConfig(epoch_samples=1024, max_epochs=20, patience=3), {"compare_random": True},
+                            strategy=strategy, batch_size=10, mc_samples=10, audit_fraction=0.5)
 
 
 def label_rounds(project, truth, rounds):
