@@ -899,7 +899,6 @@ class Project:
         probs = predictive_probs(lp).cpu()
         best_p, best_c = probs.max(1)
         predictions = [(item, self.classes[int(c)], float(p)) for item, c, p in zip(candidates, best_c, best_p)]
-        lab_probs = None
         if labelled_ids:
             lab_probs = predictive_probs(predict_log_probs(model, x_of(labelled_ids), 1, seed=0, device=self.device)).cpu()
             lab_p, lab_c = lab_probs.max(1)
@@ -911,14 +910,17 @@ class Project:
         picks = [candidates[p] for _, p in kept]
         details = [(self.classes[int(best_c[p])], float(best_p[p]), float(scores[n])) for n, p in kept]
         relabel_to = [0] * len(picks)
-        if self.relabel and lab_probs is not None and len(self.store.annotators()) >= 2:
-            again = self._second_opinions(probs[[p for _, p in kept]].numpy(), dict(zip(labelled_ids, lab_probs.numpy())),
-                                          labels, estimate, set(self.store.flagged()))
+        if self.relabel and labelled_ids and len(self.store.annotators()) >= 2:
+            # The labelled items' mean prediction over K dropout masks, as the picks' (one mask is too noisy a score).
+            mean_probs = predictive_probs(predict_log_probs(model, x_of(labelled_ids), self.meta["mc_samples"], seed=self.round,
+                                                            device=self.device)).cpu().numpy()
+            labelled_probs = dict(zip(labelled_ids, mean_probs))
+            again = self._second_opinions(probs[[p for _, p in kept]].numpy(), labelled_probs, labels, estimate, set(self.store.flagged()))
             if again:  # ActiveLab's answer: these labelled items take the slots of the strategy's last picks
                 keep = len(picks) - len(again)
                 picks = picks[:keep] + [item for item, _ in again]
-                details = details[:keep] + [(self.classes[int(lab_probs[labelled_ids.index(i)].argmax())],
-                                             float(lab_probs[labelled_ids.index(i)].max()), None) for i, _ in again]
+                details = details[:keep] + [(self.classes[int(labelled_probs[i].argmax())], float(labelled_probs[i].max()), None)
+                                            for i, _ in again]
                 relabel_to = relabel_to[:keep] + [target for _, target in again]
         information = selection.total
         # Stabilizing predictions: agreement with the previous model on the items both predicted.
