@@ -1,6 +1,8 @@
 """The labelling status's live comparison with random (issue 34, item 5): the paired interval,
-the status text, and a simulated labeller on Repeated digits with a redundant part, where
-BatchBALD is known to lead random, and with the random strategy, where there is nothing to find."""
+the status text, and a simulated labeller on Repeated digits, where BALD is known to fall behind
+random, and with the random strategy, where there is nothing to find. (BatchBALD's lead over
+random at the service's small label counts was not robust to the training's seed in trials while
+these tests were written, so it is not what they check.)"""
 
 import numpy as np
 import pytest
@@ -56,20 +58,17 @@ from batchal.training import TrainConfig  # noqa: E402
 
 
 def repeated_digits_project(tmp_path, strategy):
-    """Repeated digits, built as the BatchBALD paper builds Repeated MNIST (copies of the same
-    images, each with its own Gaussian noise), here with a redundant part: 20 digits repeated 40
-    times next to 300 digits once. Random items spend most of their labels on copies of the 20;
-    a strategy that learns from its labels does not, so it is known to lead at equal label
-    counts. (On digits repeated three times each, in one trial while this test was written, the
-    service's BatchBALD was not ahead of random at 72 labels: an observation, not a benchmark.)"""
+    """Repeated digits, built as the BatchBALD paper builds Repeated MNIST: copies of the same
+    images, each with its own Gaussian noise; here 100 digits, 12 copies each. BALD's top-b batch
+    is then copies of one uncertain digit, so a batch teaches about one label's worth: BALD falls
+    below random on repeated data (the paper's Figure on Repeated MNIST), the known answer."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     rng = np.random.default_rng(0)
-    x0, y0 = digits.data.astype(np.float32) / 16, digits.target
-    base = np.concatenate([x0[:300]] + [x0[300:320]] * 40)
-    y = np.concatenate([y0[:300]] + [y0[300:320]] * 40)
-    x = base + rng.normal(0, 0.05, base.shape).astype(np.float32)
+    x0, y0 = digits.data[:100].astype(np.float32) / 16, digits.target[:100]
+    x = np.concatenate([x0 + rng.normal(0, 0.05, x0.shape).astype(np.float32) for _ in range(12)])
+    y = np.concatenate([y0] * 12)
     # Five random audit items per batch of 10 picks: the comparison gets 70 paired items in 14 batches.
     return features_project(tmp_path, x, y, TrainConfig(epoch_samples=1024, max_epochs=20, patience=3), {"compare_random": True},
                             strategy=strategy, batch_size=10, mc_samples=10, audit_fraction=0.5)
@@ -87,8 +86,8 @@ def label_rounds(project, truth, rounds):
     return project.status()["versus_random"]
 
 
-def test_batchbald_on_repeated_digits_leads_random_in_the_status(tmp_path):
-    project, truth = repeated_digits_project(tmp_path, "batchbald")
+def test_bald_on_repeated_digits_is_shown_behind_random(tmp_path):
+    project, truth = repeated_digits_project(tmp_path, "bald")
     try:
         early = label_rounds(project, truth, 1)
         assert early["result"] is None and "not enough random items labelled yet (5 of 10)" in early["text"]
@@ -97,8 +96,7 @@ def test_batchbald_on_repeated_digits_leads_random_in_the_status(tmp_path):
         project.close()
     result = shown["result"]
     assert result["n"] == 70 and result["labels"] == 56
-    assert result["gain"] >= 0.05, shown["text"]  # the known direction
-    assert "worse" not in shown["text"]
+    assert result["high"] < 0 and "doing worse than random items would have" in shown["text"], shown["text"]
 
 
 def test_the_random_strategy_is_never_called_better_or_worse_than_random(tmp_path):

@@ -683,8 +683,13 @@ class Project:
                     return
                 self._versus_due = False
             try:
+                before = self.meta.get("versus_random") or {}
+                labels = self.store.current_labels()
+                ready = sum(1 for i in self.store.chosen_and_random()[1] if i in labels)
+                if before.get("result") is not None and ready < before.get("random_items", 0) + quality.VERSUS_NEW_ITEMS:
+                    continue  # too few new random labels to change the answer: not worth 2 x VERSUS_FOLDS trainings yet
                 labelled_random, result = self.versus_random()
-                shown = {"result": result, "text": quality.versus_random_text(result, labelled_random)}
+                shown = {"result": result, "text": quality.versus_random_text(result, labelled_random), "random_items": labelled_random}
                 self.store.set_meta("versus_random", shown)
                 self.meta["versus_random"] = shown
             except Exception:  # a failed comparison never stops labelling; it is logged and retried after the next batch
@@ -713,7 +718,9 @@ class Project:
                 return len(random_items), None  # too few chosen labels, or one class only: no fair comparison yet
             sizes.append(len(train_random))
             for items, outcomes in ((train_chosen, ours), (train_random, theirs)):
-                model, x_of = self._train(items, labels, x, position)
+                # Seeded by the fold: the same labels give the same comparison (when no other training runs at once:
+                # trainings seed torch's global generator, so two at once interleave it).
+                model, x_of = self._train(items, labels, x, position, seed=fold)
                 predicted = _predict(model, x_of(held), self.device)
                 outcomes += [int(self.classes[int(c)] == labels[i]) for i, c in zip(held, predicted)]
         return len(random_items), {**quality.paired_difference(ours, theirs), "labels": int(round(float(np.mean(sizes))))}
@@ -785,7 +792,7 @@ class Project:
         chosen = relabel_choice(new_scores(pick_probs, model_weight, mean_weight).tolist(), scored)
         return [(item, len(given[item]) + 1) for item in chosen]
 
-    def _train(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int]):
+    def _train(self, train_ids: list[int], labels: dict[int, str], x: torch.Tensor, position: dict[int, int], seed: Optional[int] = None):
         """A fresh model trained on ``train_ids``: its epochs chosen by early stopping on every
         EARLY_STOP_EVERY-th of them (by id), then trained on all of them for that many epochs
         (``batchal.training.train_then_refit``: batchal run's protocol without a free validation set)."""
@@ -796,7 +803,7 @@ class Project:
         x_of = lambda items: x[[position[i] for i in items]]
         model = train_then_refit(lambda: self._new_model(tuple(x.shape[1:])), x_of(fit_ids), y_of(fit_ids),
                                  x_of(stop_ids) if stop_ids else None, y_of(stop_ids) if stop_ids else None, self.train_config,
-                                 seed=len(labels), device=self.device,
+                                 seed=len(labels) if seed is None else seed, device=self.device,
                                  on_epoch=self.background.check if self.background is not None else None)
         return model, x_of
 

@@ -32,7 +32,8 @@ P(chosen right, random wrong) - P(chosen wrong, random right); its 95% interval 
 shares' exact 97.5% Clopper-Pearson intervals (lower: the first's lower bound minus the
 second's upper bound), so it is valid with few items and with no discordant pair. The status
 says the chosen batches are ahead (or behind) only when the interval excludes 0, and otherwise
-that there is not yet enough evidence.
+that there is not yet enough evidence. It is made again once ``VERSUS_NEW_ITEMS`` more audit items
+are labelled (every batch or two at the defaults).
 
 The chance warning. When at least ``CHANCE_MIN_ITEMS`` audit items have been labelled and the
 estimate's 95% interval still reaches down to the chance level, the status warns that the model
@@ -88,6 +89,8 @@ def paired_gain(now: dict[int, int], before: dict[int, int]) -> Optional[tuple[i
 #: Folds of the audit items in the comparison with random; labelled audit items it waits for.
 VERSUS_FOLDS = 5
 VERSUS_MIN_ITEMS = 10
+#: New labelled audit items before the comparison is made again (each costs 2 x VERSUS_FOLDS small trainings).
+VERSUS_NEW_ITEMS = 5
 
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
