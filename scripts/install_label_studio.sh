@@ -7,5 +7,7 @@
 set -euo pipefail
 venv="${1:-.venv-label-studio}"
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q "label-studio==1.23.2"
+# sentry-sdk 3 (released December 2026) drops options Label Studio 1.23.2 passes at start-up
+# ("TypeError: Unknown option 'send_default_pii'"): the 2.x series it was built with.
+"$venv/bin/pip" install -q "label-studio==1.23.2" "sentry-sdk<3"
 "$venv/bin/python" -c "import label_studio; print('Label Studio', label_studio.__version__, 'in $venv')"
