@@ -712,7 +712,8 @@ class Project:
         ours, theirs, sizes = [], [], []
         for fold in range(folds):
             held = random_items[fold::folds]
-            train_random = [i for i in random_items if i not in set(held)]
+            held_set = set(held)
+            train_random = [i for i in random_items if i not in held_set]
             train_chosen = chosen[: len(train_random)]
             if len(train_chosen) < len(train_random) or min(len({labels[i] for i in t}) for t in (train_random, train_chosen)) < 2:
                 return len(random_items), None  # too few chosen labels, or one class only: no fair comparison yet
