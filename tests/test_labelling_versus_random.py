@@ -59,7 +59,7 @@ from batchal.training import TrainConfig  # noqa: E402
 
 def repeated_digits_project(tmp_path, strategy):
     """Repeated digits, built as the BatchBALD paper builds Repeated MNIST: copies of the same
-    images, each with its own Gaussian noise; here 100 digits, 12 copies each. BALD's top-b batch
+    images, each with its own Gaussian noise (sd 0.01); here 100 digits, 12 copies each. BALD's top-b batch
     is then copies of one uncertain digit, so a batch teaches about one label's worth: BALD falls
     below random on repeated data (the paper's Figure on Repeated MNIST), the known answer."""
     from sklearn.datasets import load_digits
@@ -67,7 +67,7 @@ def repeated_digits_project(tmp_path, strategy):
     digits = load_digits()
     rng = np.random.default_rng(0)
     x0, y0 = digits.data[:100].astype(np.float32) / 16, digits.target[:100]
-    x = np.concatenate([x0 + rng.normal(0, 0.05, x0.shape).astype(np.float32) for _ in range(12)])
+    x = np.concatenate([x0 + rng.normal(0, 0.01, x0.shape).astype(np.float32) for _ in range(12)])
     y = np.concatenate([y0] * 12)
     # Five random audit items per batch of 10 picks: the comparison gets 70 paired items in 14 batches.
     return features_project(tmp_path, x, y, TrainConfig(epoch_samples=1024, max_epochs=20, patience=3), {"compare_random": True},
@@ -75,10 +75,15 @@ def repeated_digits_project(tmp_path, strategy):
 
 
 def label_rounds(project, truth, rounds):
+    """Label ``rounds`` batches. The labeller is slower than the comparison (as a person labelling
+    15 items is): it ends before the next batch is asked for, so no two trainings overlap and the
+    figures are the same on every run (trainings seed torch's global generator)."""
     for _ in range(rounds):
         for item in project.current_batch()[1]:
             if item not in project.store.current_labels():
                 project.add_label(item, truth[item])
+        if project._versus_thread is not None:
+            project._versus_thread.join(300)
         project.request_next()
         project.wait(300)
         assert project.state != "failed", project.error
