@@ -300,10 +300,9 @@ def full_pool_accuracy(config, data, seed: int) -> float:
 def pool_data(config):
     """The data set every run of a comparison sees: loaded, then long-tailed when ``config.imbalance`` says so."""
     from batchal.data.dataset import long_tailed
-    from batchal.data.datasets import load_dataset
+    from batchal.experiment import config_dataset
 
-    raw = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std, label_column=config.label_column,
-                       image_size=config.image_size, rgb=config.rgb)
+    raw = config_dataset(config)
     return raw, (long_tailed(raw, config.imbalance) if config.imbalance is not None else raw)
 
 

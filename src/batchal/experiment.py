@@ -423,10 +423,16 @@ def _acquire_round(config: ExperimentConfig, data: Dataset, models: list, rows: 
     return out, acquisition.seconds
 
 
+def config_dataset(config: ExperimentConfig, progress=None) -> Dataset:
+    """The data set a configuration names, loaded with its options (before ``imbalance``'s long tail,
+    which the runner applies to whatever data it is given); ``progress`` as ``load_dataset``'s."""
+    return load_dataset(config.dataset, config.data_dir, progress=progress, copies=config.copies, noise_std=config.noise_std,
+                        label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
+
+
 def _run_experiment(config: ExperimentConfig, run_dir: Path, data: Optional[Dataset], progress: Optional[Progress]) -> list[dict]:
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir, copies=config.copies, noise_std=config.noise_std,
-                            label_column=config.label_column, image_size=config.image_size, rgb=config.rgb)
+        data = config_dataset(config)
     if config.imbalance is not None:  # the same long-tailed pool for every strategy and seed
         data = long_tailed(data, config.imbalance)
     config = config.resolved(data)

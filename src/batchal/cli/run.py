@@ -13,8 +13,8 @@ from batchal.acquisition.registry import DEFAULT_STRATEGY, strategies
 from batchal.cli.options import split_list
 from batchal.cli.progress import Bars, duration, results_table
 from batchal.cli.summaries import SUMMARIES
-from batchal.data.datasets import dataset_names, load_dataset
-from batchal.experiment import COUNTING_NOTE, ExperimentConfig, run_experiment
+from batchal.data.datasets import dataset_names
+from batchal.experiment import COUNTING_NOTE, ExperimentConfig, config_dataset, run_experiment
 from batchal.training import TrainConfig
 
 # `batchal run` with no arguments: the README's main job, about a minute on 2 cores.
@@ -153,8 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         def download_bar(desc, total):
             bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False, file=sys.stderr)
             return bar.update
-    data = load_dataset(first.dataset, first.data_dir, progress=download_bar, copies=first.copies, noise_std=first.noise_std,
-                        label_column=first.label_column, image_size=first.image_size, rgb=first.rgb)
+    data = config_dataset(first, progress=download_bar)
     print(f"{first.dataset}: {len(data.train_y)} training points, {len(data.test_y)} test points, {data.num_classes} classes; "
           f"strategies {', '.join(names)}; seeds {', '.join(map(str, seeds))}; results in {out}", flush=True)
     results: dict[str, list[list[dict]]] = {s: [] for s in names}
